@@ -1,0 +1,68 @@
+//! The `owltrack` command line: parse, wire the crates together, report.
+
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Open-vocabulary video tracking with OWL-ViT / OWLv2.
+///
+/// owltrack decodes video from files, network streams, webcams and frame
+/// folders with FFmpeg, finds objects described in free text, and tracks them
+/// through time.
+#[derive(Parser)]
+#[command(name = "owltrack", version, about, long_about)]
+struct Cli {
+    /// Log detail on stderr: error, warn, info, debug or trace (or a
+    /// tracing filter such as `owltrack_decoder=debug`). RUST_LOG also works.
+    #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a video source as JSON: container, codec, size, frame rate,
+    /// duration, frame count.
+    Probe(commands::probe::ProbeArgs),
+    /// Measure owltrack against a named baseline on this machine.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Run the built-in demonstration on a sample video it generates.
+    Demo(commands::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let outcome = match cli.command {
+        Command::Probe(args) => commands::probe::run(args),
+        Command::Bench(command) => commands::bench::run(command),
+        Command::Demo(args) => commands::demo::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|env| EnvFilter::try_new(env).ok())
+        .or_else(|| EnvFilter::try_new(filter).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
