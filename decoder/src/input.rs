@@ -192,9 +192,19 @@ impl VideoInput {
         let parameters = stream.parameters();
         let codec_id = parameters.id();
         if ffmpeg::decoder::find(codec_id).is_none() {
+            // SAFETY: the parameters belong to a stream of the open input.
+            let tag = unsafe { (*parameters.as_ptr()).codec_tag };
+            let fourcc: String = tag
+                .to_le_bytes()
+                .iter()
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+                .collect();
             return Err(DecodeError::UnsupportedCodec {
                 input: label,
-                codec: format!("{codec_id:?}").to_lowercase(),
+                codec: match codec_id {
+                    ffmpeg::codec::Id::None => format!("unknown (fourcc {fourcc})"),
+                    id => format!("{id:?}").to_lowercase(),
+                },
             });
         }
         let mut context = ffmpeg::codec::context::Context::from_parameters(parameters)
@@ -263,7 +273,7 @@ impl VideoInput {
         &mut self,
         watchdog: &Watchdog,
         read_timeout: Duration,
-        is_network: bool,
+        is_live: bool,
         counters: &Counters,
         mut on_frame: impl FnMut(&AvFrame, Option<f64>) -> Flow,
     ) -> PumpEnd {
@@ -298,7 +308,7 @@ impl VideoInput {
                             after: read_timeout,
                         });
                     }
-                    if is_network {
+                    if is_live {
                         return PumpEnd::Failed(DecodeError::ffmpeg(&self.label, "reading", error));
                     }
                     consecutive_errors += 1;
@@ -359,7 +369,7 @@ impl VideoInput {
     }
 
     /// Whether an end of stream is the real end (a file, a finished VOD) rather
-    /// than a live stream whose connection went away.
+    /// than a live stream whose connection or device went away.
     pub(crate) fn has_known_duration(&self) -> bool {
         self.info.duration.is_some()
     }

@@ -63,7 +63,7 @@ pub fn probe(
                 let end = input.pump(
                     &watchdog,
                     options.read_timeout,
-                    source.is_network(),
+                    source.is_live(),
                     &counters,
                     |_, _| {
                         decoded += 1;

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::reader::Event;
+use crate::reader::{Event, Received};
 
 /// What happens when the consumer is slower than the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,7 +120,7 @@ impl EventQueue {
     }
 
     /// The next event; None once the producer is done and the queue is drained.
-    pub(crate) fn pop(&self, timeout: Option<Duration>) -> Popped {
+    pub(crate) fn pop(&self, timeout: Option<Duration>) -> Received {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.lock();
         loop {
@@ -130,17 +130,17 @@ impl EventQueue {
                 }
                 drop(state);
                 self.changed.notify_all();
-                return Popped::Event(event);
+                return Received::Event(event);
             }
             if state.producer_done {
-                return Popped::Finished;
+                return Received::Ended;
             }
             state = match deadline {
                 None => self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Popped::TimedOut;
+                        return Received::TimedOut;
                     }
                     self.changed
                         .wait_timeout(state, deadline - now)
@@ -168,10 +168,4 @@ impl EventQueue {
         drop(state);
         self.changed.notify_all();
     }
-}
-
-pub(crate) enum Popped {
-    Event(Event),
-    TimedOut,
-    Finished,
 }

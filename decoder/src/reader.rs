@@ -11,7 +11,7 @@ use crate::error::{DecodeError, Result};
 use crate::folder;
 use crate::frame::{Frame, Resize, RgbConverter};
 use crate::input::{Flow, OpenSettings, PumpEnd, StreamInfo, VideoInput, Watchdog};
-use crate::queue::{EventQueue, Pacing, Popped};
+use crate::queue::{EventQueue, Pacing};
 use crate::source::Source;
 use crate::stats::{Counters, DecodeStats};
 use crate::timing::{FrameSelector, PtsClock};
@@ -243,16 +243,11 @@ impl VideoReader {
     }
 
     fn receive(&mut self, timeout: Option<Duration>) -> Received {
-        match self.queue.pop(timeout) {
-            Popped::Event(event) => {
-                if matches!(event, Event::Frame(_)) {
-                    self.counters.add(&self.counters.frames_delivered, 1);
-                }
-                Received::Event(event)
-            }
-            Popped::Finished => Received::Ended,
-            Popped::TimedOut => Received::TimedOut,
+        let received = self.queue.pop(timeout);
+        if let Received::Event(Event::Frame(_)) = received {
+            self.counters.add(&self.counters.frames_delivered, 1);
         }
+        received
     }
 
     /// Stops reading (if still running) and reports how the source ended:
@@ -397,12 +392,12 @@ impl Producer {
         let mut delivery = self.delivery();
         let mut index = 0u64;
         let settings = self.options.open_settings();
-        let is_network = self.source.is_network();
+        let is_live = self.source.is_live();
         loop {
             let end = input.pump(
                 &self.watchdog,
                 settings.read_timeout,
-                is_network,
+                is_live,
                 &self.counters,
                 |picture, raw| {
                     let pts = clock.next(raw);
@@ -413,7 +408,7 @@ impl Producer {
             );
             let error = match end {
                 PumpEnd::Stopped => return Ok(()),
-                PumpEnd::EndOfStream if !is_network || input.has_known_duration() => break,
+                PumpEnd::EndOfStream if !is_live || input.has_known_duration() => break,
                 PumpEnd::EndOfStream => "the stream ended".to_owned(),
                 PumpEnd::Failed(error) => error.to_string(),
             };

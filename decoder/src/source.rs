@@ -93,7 +93,9 @@ impl Source {
         matches!(self, Source::Network { .. })
     }
 
-    /// Live sources produce frames in real time whether or not anyone reads them.
+    /// Live sources produce frames in real time whether or not anyone reads
+    /// them; when one drops (a camera unplugged, a connection lost) it is
+    /// reconnected rather than ended.
     pub fn is_live(&self) -> bool {
         matches!(self, Source::Network { .. } | Source::Device { .. })
     }

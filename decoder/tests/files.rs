@@ -389,6 +389,41 @@ fn bad_inputs_get_distinct_errors() {
         "{error}"
     );
 
+    // A codec FFmpeg does not know: an AVI whose fourcc is made up.
+    let avi = dir.path().join("mjpeg.avi");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=5",
+        "-frames:v",
+        "3",
+        "-c:v",
+        "mjpeg",
+        avi.to_str().unwrap(),
+    ]);
+    let patched = std::fs::read(&avi).unwrap();
+    let at = patched
+        .windows(4)
+        .position(|w| w == b"MJPG")
+        .expect("the fourcc");
+    let mut patched = patched.clone();
+    for start in [at].into_iter().chain(
+        patched[at + 4..]
+            .windows(4)
+            .position(|w| w == b"MJPG")
+            .map(|p| p + at + 4),
+    ) {
+        patched[start..start + 4].copy_from_slice(b"QQQQ");
+    }
+    let unknown = dir.path().join("unknown.avi");
+    std::fs::write(&unknown, patched).unwrap();
+    let error = open(&unknown);
+    assert!(
+        matches!(&error, DecodeError::UnsupportedCodec { codec, .. } if codec.contains("QQQQ")),
+        "{error}"
+    );
+
     // A container whose every video packet is garbage: opens, decodes nothing.
     let good = dir.path().join("good.mp4");
     write_noisy_video(&good, 64, 48, 10, 25.0);
