@@ -84,6 +84,17 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// A file-system error about `path`; a missing path gets its own variant.
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::NotFound => DecodeError::NotFound(path.to_owned()),
+            _ => DecodeError::Io {
+                path: path.to_owned(),
+                error,
+            },
+        }
+    }
+
     pub(crate) fn ffmpeg(input: &str, during: &'static str, error: ffmpeg_next::Error) -> Self {
         DecodeError::Ffmpeg {
             input: input.to_owned(),

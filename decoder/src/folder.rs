@@ -14,13 +14,7 @@ use crate::stats::Counters;
 
 /// The image files of a frame folder in play order.
 pub fn list_frames(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => DecodeError::NotFound(dir.to_owned()),
-        _ => DecodeError::Io {
-            path: dir.to_owned(),
-            error,
-        },
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|error| DecodeError::io(dir, error))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.is_file() && image_codec(path).is_some())
@@ -98,10 +92,7 @@ impl ImageDecoder {
         let id = image_codec(path).ok_or_else(|| {
             DecodeError::Image(format!("{} is not a JPEG or PNG", path.display()))
         })?;
-        let bytes = std::fs::read(path).map_err(|error| DecodeError::Io {
-            path: path.to_owned(),
-            error,
-        })?;
+        let bytes = std::fs::read(path).map_err(|error| DecodeError::io(path, error))?;
         if bytes.is_empty() {
             return Err(DecodeError::EmptyFile(path.to_owned()));
         }

@@ -156,13 +156,7 @@ impl VideoInput {
     ) -> Result<Self> {
         let label = source.to_string();
         if let Source::File { path } = source {
-            let meta = std::fs::metadata(path).map_err(|error| match error.kind() {
-                std::io::ErrorKind::NotFound => DecodeError::NotFound(path.clone()),
-                _ => DecodeError::Io {
-                    path: path.clone(),
-                    error,
-                },
-            })?;
+            let meta = std::fs::metadata(path).map_err(|error| DecodeError::io(path, error))?;
             if meta.is_file() && meta.len() == 0 {
                 return Err(DecodeError::EmptyFile(path.clone()));
             }

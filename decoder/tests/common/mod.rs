@@ -140,6 +140,23 @@ pub fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// Reads an HTTP request's head (up to the blank line).
+pub fn read_request(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => request.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&request).into_owned()
+}
+
 /// A tiny static HTTP/1.1 file server on 127.0.0.1 for network-source tests:
 /// GET with optional `Range: bytes=N-`, one thread per connection, closes
 /// after each response. `content_type` picks the type from the file name.
@@ -151,7 +168,7 @@ pub struct FileServer {
 
 impl FileServer {
     pub fn start(root: &Path, content_type: fn(&str) -> &'static str) -> Self {
-        use std::io::{Read, Write};
+        use std::io::Write;
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -168,18 +185,7 @@ impl FileServer {
                 let root = root.clone();
                 std::thread::spawn(move || {
                     stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                        .unwrap();
-                    let mut request = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !request.ends_with(b"\r\n\r\n") {
-                        match stream.read(&mut byte) {
-                            Ok(1) => request.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    let request = String::from_utf8_lossy(&request).into_owned();
+                    let request = read_request(&mut stream);
                     let name = request
                         .split_whitespace()
                         .nth(1)
