@@ -2,6 +2,7 @@
 
 mod commands;
 mod progress;
+mod runtime;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Detect objects described by text (or example images) in an image or
+    /// a video, printing JSON.
+    Detect(Box<commands::detect::DetectArgs>),
     /// Describe a video source as JSON: container, codec, size, frame rate,
     /// duration, frame count.
     Probe(commands::probe::ProbeArgs),
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let outcome = match cli.command {
+        Command::Detect(args) => commands::detect::run(*args),
         Command::Probe(args) => commands::probe::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Demo(args) => commands::demo::run(args),

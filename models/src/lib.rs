@@ -1,1 +1,31 @@
-//! placeholder
+//! OWL-ViT and OWLv2 for owltrack, in candle.
+//!
+//! The networks follow Hugging Face transformers' `modeling_owlvit.py` and
+//! `modeling_owlv2.py` formula by formula, so that hub checkpoints compute
+//! here what they compute there.
+
+pub mod boxes;
+mod checkpoint;
+mod clip;
+mod config;
+mod detect;
+mod detector;
+mod error;
+mod owl;
+pub mod preprocess;
+pub mod tokenizer;
+
+pub use candle_core::{DType, Device, Tensor};
+pub use checkpoint::Checkpoint;
+pub use config::{Activation, OwlConfig, TextConfig, VisionConfig, ARCHITECTURES};
+pub use detect::{Detection, PostProcess};
+pub use detector::{Detector, ImageResult, Query};
+pub use error::{ModelError, Result};
+pub use owl::{random_model, ImageOutputs, OwlModel};
+pub use preprocess::{box_scale, OwlVersion, Preprocessor};
+pub use tokenizer::ClipTokenizer;
+
+/// Whether this build can run on CUDA devices.
+pub fn cuda_available() -> bool {
+    cfg!(feature = "cuda") && candle_core::utils::cuda_is_available()
+}

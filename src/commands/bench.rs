@@ -17,6 +17,40 @@ pub enum BenchCommand {
     /// the same work (`ffmpeg -i INPUT -vf scale=S:S -pix_fmt rgb24 -f null -`)
     /// in the same run.
     Decode(DecodeBenchArgs),
+    /// Image frames/s (image tower and heads) and text queries/s of a
+    /// published OWL architecture built with random weights (nothing is
+    /// downloaded), optionally beside PyTorch running the same architecture.
+    Model(ModelBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ModelBenchArgs {
+    /// Architecture: owlvit-base-patch32, owlvit-base-patch16,
+    /// owlvit-large-patch14, owlv2-base-patch16, owlv2-base-patch16-ensemble,
+    /// owlv2-large-patch14-ensemble.
+    #[arg(long, default_value = "owlvit-base-patch32")]
+    pub arch: String,
+    /// f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Timed runs; the best counts.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Text queries per batch.
+    #[arg(long, default_value_t = 16)]
+    pub queries: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A Python with torch and transformers: runs scripts/bench_torch.py on the
+    /// same architecture in the same run and prints the ratios.
+    #[arg(long, value_name = "PYTHON")]
+    pub torch: Option<PathBuf>,
+    /// Print the architecture's config as JSON and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -60,6 +94,7 @@ struct DecodeBench {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Decode(args) => decode(args),
+        BenchCommand::Model(args) => crate::commands::bench_model::run(args),
     }
 }
 

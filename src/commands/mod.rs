@@ -1,3 +1,5 @@
 pub mod bench;
+pub mod bench_model;
 pub mod demo;
+pub mod detect;
 pub mod probe;

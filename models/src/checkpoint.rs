@@ -1,0 +1,225 @@
+//! Finding and loading checkpoints: a local folder in the hub layout, or a
+//! hub id resolved through the Hugging Face cache (downloading when online).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::config::OwlConfig;
+use crate::error::{ModelError, Result};
+use crate::owl::OwlModel;
+
+/// The files of one checkpoint, all in one folder.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: OwlConfig,
+    weights: Weights,
+}
+
+#[derive(Debug, Clone)]
+enum Weights {
+    /// One or more safetensors files (sharded checkpoints list theirs in
+    /// model.safetensors.index.json); memory-mapped.
+    Safetensors(Vec<PathBuf>),
+    /// A PyTorch pickle, as older hub repos ship.
+    Pickle(PathBuf),
+}
+
+const HUB_FILES: [&str; 2] = ["config.json", "vocab.json"];
+const HUB_OPTIONAL_FILES: [&str; 2] = ["merges.txt", "tokenizer.json"];
+
+impl Checkpoint {
+    /// `spec` is a folder, or a hub id such as `google/owlv2-base-patch16`.
+    pub fn locate(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Self::from_dir(path);
+        }
+        if path.exists() {
+            return Err(ModelError::Checkpoint {
+                path: path.to_owned(),
+                reason: "is a file; give the checkpoint's folder (config.json, model.safetensors, vocab.json, merges.txt)".into(),
+            });
+        }
+        if looks_like_hub_id(spec) {
+            let dir = resolve_hub(spec)?;
+            return Self::from_dir(&dir);
+        }
+        Err(ModelError::Checkpoint {
+            path: path.to_owned(),
+            reason: "no such folder, and not a hub id (owner/name)".into(),
+        })
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config = OwlConfig::from_file(&dir.join("config.json"))?;
+        let weights = find_weights(dir)?;
+        Ok(Checkpoint {
+            dir: dir.to_owned(),
+            config,
+            weights,
+        })
+    }
+
+    /// Builds the model on `device` in `dtype`. A missing tensor or one of the
+    /// wrong shape is an error naming it.
+    pub fn load(&self, device: &Device, dtype: DType) -> Result<OwlModel> {
+        let vb = match &self.weights {
+            // SAFETY: the files are memory-mapped read-only; owltrack never
+            // writes them, and a checkpoint changed underneath a running
+            // process is outside what any loader can defend against.
+            Weights::Safetensors(files) => unsafe {
+                VarBuilder::from_mmaped_safetensors(files, dtype, device)
+            },
+            Weights::Pickle(file) => VarBuilder::from_pth(file, dtype, device),
+        }
+        .map_err(|e| self.checkpoint_error(e.to_string()))?;
+        OwlModel::new(self.config.clone(), vb).map_err(|e| match e {
+            ModelError::Candle(e) => self.checkpoint_error(e.to_string()),
+            other => other,
+        })
+    }
+
+    fn checkpoint_error(&self, reason: String) -> ModelError {
+        let path = match &self.weights {
+            Weights::Safetensors(files) => {
+                files.first().cloned().unwrap_or_else(|| self.dir.clone())
+            }
+            Weights::Pickle(file) => file.clone(),
+        };
+        ModelError::Checkpoint { path, reason }
+    }
+}
+
+fn find_weights(dir: &Path) -> Result<Weights> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(Weights::Safetensors(vec![single]));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint {
+                path: index.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut files: Vec<PathBuf> = parsed["weight_map"]
+            .as_object()
+            .map(|map| {
+                map.values()
+                    .filter_map(|v| v.as_str())
+                    .map(|f| dir.join(f))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            return Err(ModelError::Checkpoint {
+                path: index,
+                reason: "weight_map lists no files".into(),
+            });
+        }
+        return Ok(Weights::Safetensors(files));
+    }
+    let pickle = dir.join("pytorch_model.bin");
+    if pickle.is_file() {
+        return Ok(Weights::Pickle(pickle));
+    }
+    Err(ModelError::Checkpoint {
+        path: dir.to_owned(),
+        reason: "holds no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+            .into(),
+    })
+}
+
+fn looks_like_hub_id(spec: &str) -> bool {
+    let mut parts = spec.split('/');
+    let valid = |p: &str| {
+        p.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    matches!((parts.next(), parts.next(), parts.next()), (Some(owner), Some(name), None) if valid(owner) && valid(name))
+}
+
+/// The snapshot folder of a hub model: from the cache, else downloaded (unless
+/// `HF_HUB_OFFLINE` is set), else an error saying how to fill the cache.
+fn resolve_hub(id: &str) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let cached = cache.model(id.to_owned());
+    let weights_cached = ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .any(|f| cached.get(f).is_some());
+    if let (Some(config), true) = (cached.get("config.json"), weights_cached) {
+        if HUB_FILES.iter().all(|f| cached.get(f).is_some()) {
+            return config
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| ModelError::Hub(format!("odd cache path {}", config.display())));
+        }
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let how_to_fill = || {
+        format!(
+            "model {id} is not in the Hugging Face cache at {}. On a machine with network access run \
+             `huggingface-cli download {id}` (or any owltrack command with this id) and copy the \
+             folder {}/models--{} here; or download the repository's files (config.json, \
+             model.safetensors, vocab.json, merges.txt) into a folder and pass that folder instead",
+            cache.path().display(),
+            cache.path().display(),
+            id.replace('/', "--")
+        )
+    };
+    if offline {
+        return Err(ModelError::Hub(format!(
+            "HF_HUB_OFFLINE is set: {}",
+            how_to_fill()
+        )));
+    }
+    tracing::info!(model = id, "downloading from the Hugging Face hub");
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| ModelError::Hub(format!("{e}; {}", how_to_fill())))?;
+    let repo = api.model(id.to_owned());
+    let mut dir = None;
+    for file in HUB_FILES {
+        let path = repo.get(file).map_err(|e| {
+            ModelError::Hub(format!(
+                "cannot fetch {file} of {id} ({e}); {}",
+                how_to_fill()
+            ))
+        })?;
+        dir = path.parent().map(Path::to_path_buf);
+    }
+    for file in HUB_OPTIONAL_FILES {
+        if let Err(error) = repo.get(file) {
+            tracing::debug!(model = id, file, %error, "optional file not fetched");
+        }
+    }
+    if repo.get("model.safetensors").is_err() {
+        repo.get("pytorch_model.bin").map_err(|e| {
+            ModelError::Hub(format!(
+                "{id} has neither model.safetensors nor pytorch_model.bin ({e})"
+            ))
+        })?;
+    }
+    dir.ok_or_else(|| ModelError::Hub(format!("could not resolve {id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_are_owner_slash_name() {
+        assert!(looks_like_hub_id("google/owlv2-base-patch16-ensemble"));
+        assert!(!looks_like_hub_id("google/owlv2/x"));
+        assert!(!looks_like_hub_id("./model"));
+        assert!(!looks_like_hub_id("a b/c"));
+    }
+}

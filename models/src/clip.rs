@@ -1,0 +1,340 @@
+//! The CLIP towers inside OWL-ViT and OWLv2: pre-LN transformer encoders over
+//! text tokens and image patches (`modeling_owlvit.py`: OwlViTAttention,
+//! OwlViTMLP, OwlViTEncoderLayer, OwlViTTextTransformer,
+//! OwlViTVisionTransformer; OWLv2's are the same).
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::config::{Activation, TextConfig, VisionConfig};
+use crate::error::{ModelError, Result};
+
+pub(crate) fn activate(xs: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+    match activation {
+        // x · σ(1.702 x)
+        Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+        Activation::Gelu => xs.gelu_erf(),
+        Activation::GeluTanh => xs.gelu(),
+        Activation::Relu => xs.relu(),
+    }
+}
+
+fn parse_activation(name: &str) -> Result<Activation> {
+    Activation::parse(name).ok_or_else(|| ModelError::Unsupported(format!("activation {name:?}")))
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, hidden: usize, heads: usize) -> Result<Self> {
+        let head_dim = hidden / heads;
+        Ok(Attention {
+            q_proj: linear(hidden, hidden, vb.pp("q_proj"))?,
+            k_proj: linear(hidden, hidden, vb.pp("k_proj"))?,
+            v_proj: linear(hidden, hidden, vb.pp("v_proj"))?,
+            out_proj: linear(hidden, hidden, vb.pp("out_proj"))?,
+            heads,
+            head_dim,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    /// Splits (B, T, D) into (B·H, T, d) for batched matmuls.
+    fn split_heads(&self, xs: &Tensor, batch: usize, tokens: usize) -> candle_core::Result<Tensor> {
+        xs.reshape((batch, tokens, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((batch * self.heads, tokens, self.head_dim))
+    }
+
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (batch, tokens, hidden) = xs.dims3()?;
+        let q = self.split_heads(&(self.q_proj.forward(xs)? * self.scale)?, batch, tokens)?;
+        let k = self.split_heads(&self.k_proj.forward(xs)?, batch, tokens)?;
+        let v = self.split_heads(&self.v_proj.forward(xs)?, batch, tokens)?;
+        let mut weights = q.matmul(&k.t()?)?;
+        if let Some(mask) = mask {
+            weights = weights.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&weights)?;
+        let out = weights
+            .matmul(&v)?
+            .reshape((batch, self.heads, tokens, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((batch, tokens, hidden))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+}
+
+impl Mlp {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc2
+            .forward(&activate(&self.fc1.forward(xs)?, self.activation)?)
+    }
+}
+
+struct EncoderLayer {
+    self_attn: Attention,
+    layer_norm1: LayerNorm,
+    mlp: Mlp,
+    layer_norm2: LayerNorm,
+}
+
+impl EncoderLayer {
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let attended = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, mask)?;
+        let xs = (xs + attended)?;
+        let transformed = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        xs + transformed
+    }
+}
+
+pub(crate) struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+pub(crate) struct EncoderShape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub eps: f64,
+    pub activation: Activation,
+}
+
+impl Encoder {
+    pub(crate) fn new(vb: VarBuilder, shape: &EncoderShape) -> Result<Self> {
+        let vb = vb.pp("layers");
+        let layers = (0..shape.layers)
+            .map(|i| {
+                let vb = vb.pp(i);
+                Ok(EncoderLayer {
+                    self_attn: Attention::new(vb.pp("self_attn"), shape.hidden, shape.heads)?,
+                    layer_norm1: layer_norm(shape.hidden, shape.eps, vb.pp("layer_norm1"))?,
+                    mlp: Mlp {
+                        fc1: linear(shape.hidden, shape.intermediate, vb.pp("mlp").pp("fc1"))?,
+                        fc2: linear(shape.intermediate, shape.hidden, vb.pp("mlp").pp("fc2"))?,
+                        activation: shape.activation,
+                    },
+                    layer_norm2: layer_norm(shape.hidden, shape.eps, vb.pp("layer_norm2"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Encoder { layers })
+    }
+
+    pub(crate) fn forward(
+        &self,
+        xs: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let mut xs = xs.clone();
+        for layer in &self.layers {
+            xs = layer.forward(&xs, mask)?;
+        }
+        Ok(xs)
+    }
+}
+
+/// The text tower: token + position embeddings, a causal encoder, the final
+/// layer norm, pooling at the EOS token.
+pub struct TextTransformer {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    encoder: Encoder,
+    final_layer_norm: LayerNorm,
+    max_tokens: usize,
+}
+
+impl TextTransformer {
+    pub(crate) fn new(vb: VarBuilder, config: &TextConfig) -> Result<Self> {
+        let shape = EncoderShape {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            layers: config.num_hidden_layers,
+            heads: config.num_attention_heads,
+            eps: config.layer_norm_eps,
+            activation: parse_activation(&config.hidden_act)?,
+        };
+        let embeddings = vb.pp("embeddings");
+        Ok(TextTransformer {
+            token_embedding: embedding(
+                config.vocab_size,
+                config.hidden_size,
+                embeddings.pp("token_embedding"),
+            )?,
+            position_embedding: embedding(
+                config.max_position_embeddings,
+                config.hidden_size,
+                embeddings.pp("position_embedding"),
+            )?,
+            encoder: Encoder::new(vb.pp("encoder"), &shape)?,
+            final_layer_norm: layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("final_layer_norm"),
+            )?,
+            max_tokens: config.max_position_embeddings,
+        })
+    }
+
+    /// Pooled output (Q, D) for `ids`, Q rows of the same length.
+    pub fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+        let queries = ids.len();
+        let tokens = ids.first().map_or(0, Vec::len);
+        if queries == 0
+            || tokens == 0
+            || tokens > self.max_tokens
+            || ids.iter().any(|row| row.len() != tokens)
+        {
+            return Err(ModelError::InvalidInput(format!(
+                "token rows must be non-empty, of equal length, at most {} long",
+                self.max_tokens
+            )));
+        }
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let input = Tensor::from_vec(flat, (queries, tokens), device)?;
+        let positions = Tensor::arange(0u32, tokens as u32, device)?;
+        let xs = self
+            .token_embedding
+            .forward(&input)?
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mask = causal_mask(tokens, xs.dtype(), device)?;
+        let xs = self.encoder.forward(&xs, Some(&mask))?;
+        let xs = self.final_layer_norm.forward(&xs)?;
+        // transformers pools at argmax(ids): the EOS token, the largest id.
+        let pooled_rows: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(q, row)| {
+                let at = first_argmax(row);
+                (q * tokens + at) as u32
+            })
+            .collect();
+        let rows = Tensor::from_vec(pooled_rows, queries, device)?;
+        Ok(xs.flatten_to(1)?.index_select(&rows, 0)?)
+    }
+}
+
+/// The position of the first largest id (as torch's argmax).
+fn first_argmax(row: &[u32]) -> usize {
+    let mut best = 0;
+    for (i, &id) in row.iter().enumerate() {
+        if id > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn causal_mask(tokens: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> = (0..tokens)
+        .flat_map(|i| (0..tokens).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (tokens, tokens), device)?.to_dtype(dtype)
+}
+
+/// The image tower: patch embedding, class token, learned positions,
+/// `pre_layernorm`, the encoder. `post_layernorm` is applied by the detector
+/// to every token.
+pub struct VisionTransformer {
+    /// The patch convolution's kernel as a matrix (D, C·p·p): a convolution
+    /// whose stride is its size is a matmul over patches, which also runs in
+    /// bf16 where candle's CPU convolution does not.
+    patch_weight: Tensor,
+    patch_size: usize,
+    class_embedding: Tensor,
+    position_embedding: Embedding,
+    pre_layernorm: LayerNorm,
+    encoder: Encoder,
+    pub(crate) post_layernorm: LayerNorm,
+    num_positions: usize,
+}
+
+impl VisionTransformer {
+    pub(crate) fn new(vb: VarBuilder, config: &VisionConfig) -> Result<Self> {
+        let shape = EncoderShape {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            layers: config.num_hidden_layers,
+            heads: config.num_attention_heads,
+            eps: config.layer_norm_eps,
+            activation: parse_activation(&config.hidden_act)?,
+        };
+        let grid = config.image_size / config.patch_size;
+        let num_positions = grid * grid + 1;
+        let embeddings = vb.pp("embeddings");
+        let (channels, patch) = (config.num_channels, config.patch_size);
+        let kernel = embeddings
+            .pp("patch_embedding")
+            .get((config.hidden_size, channels, patch, patch), "weight")?;
+        Ok(VisionTransformer {
+            patch_weight: kernel.reshape((config.hidden_size, channels * patch * patch))?,
+            patch_size: patch,
+            class_embedding: embeddings.get(config.hidden_size, "class_embedding")?,
+            position_embedding: embedding(
+                num_positions,
+                config.hidden_size,
+                embeddings.pp("position_embedding"),
+            )?,
+            pre_layernorm: layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("pre_layernorm"),
+            )?,
+            encoder: Encoder::new(vb.pp("encoder"), &shape)?,
+            post_layernorm: layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("post_layernorm"),
+            )?,
+            num_positions,
+        })
+    }
+
+    /// Last hidden state (B, 1 + N, D) for pixels (B, 3, S, S).
+    pub fn forward(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, channels, height, width) = pixels.dims4()?;
+        let p = self.patch_size;
+        let (rows, cols) = (height / p, width / p);
+        // (B, C, S, S) → (B, rows·cols, C·p·p), patches in row-major order as
+        // the convolution's output flattens them.
+        let patches = pixels
+            .narrow(2, 0, rows * p)?
+            .narrow(3, 0, cols * p)?
+            .reshape((batch, channels, rows, p, cols, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((batch, rows * cols, channels * p * p))?;
+        let patches = patches.broadcast_matmul(&self.patch_weight.t()?)?;
+        let hidden = self.class_embedding.dim(0)?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, hidden))?
+            .broadcast_as((batch, 1, hidden))?;
+        let xs = Tensor::cat(&[&class, &patches], 1)?;
+        let positions = Tensor::arange(0u32, self.num_positions as u32, pixels.device())?;
+        let xs = xs.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let xs = self.pre_layernorm.forward(&xs)?;
+        self.encoder.forward(&xs, None)
+    }
+}
+
+/// L2 norm over the last dimension, as torch.linalg.norm(dim=-1, keepdim=True).
+pub(crate) fn l2_norm(xs: &Tensor) -> candle_core::Result<Tensor> {
+    xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()
+}

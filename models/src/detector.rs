@@ -1,0 +1,161 @@
+//! A ready-to-use detector: checkpoint, tokenizer, preprocessing, query
+//! embeddings cached per query, post-processing.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::detect::{Detection, PostProcess};
+use crate::error::{ModelError, Result};
+use crate::owl::{ImageOutputs, OwlModel};
+use crate::preprocess::{box_scale, Preprocessor};
+use crate::tokenizer::ClipTokenizer;
+
+/// A query: free text, or an example image of what to find.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    Text(String),
+    /// Packed RGB8 pixels of an example image.
+    Image {
+        name: String,
+        rgb: Vec<u8>,
+        width: u32,
+        height: u32,
+    },
+}
+
+impl Query {
+    /// What the query is called in outputs.
+    pub fn name(&self) -> &str {
+        match self {
+            Query::Text(text) => text,
+            Query::Image { name, .. } => name,
+        }
+    }
+}
+
+pub struct Detector {
+    model: OwlModel,
+    tokenizer: ClipTokenizer,
+    preprocessor: Preprocessor,
+    /// Embeddings (E,) of text queries already seen: a query set that
+    /// changes by one query costs one text-tower pass, not a whole set.
+    text_cache: HashMap<String, Tensor>,
+}
+
+/// What one image gives: every query-independent output, the logits of the
+/// current queries, and the detections after post-processing.
+pub struct ImageResult {
+    pub outputs: ImageOutputs,
+    /// (N, Q) logits of the image's patches against the queries.
+    pub logits: Tensor,
+    pub detections: Vec<Detection>,
+}
+
+impl Detector {
+    pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self> {
+        let checkpoint = Checkpoint::locate(spec)?;
+        let model = checkpoint.load(device, dtype)?;
+        let tokenizer = ClipTokenizer::from_dir(&checkpoint.dir)?;
+        let config = model.config();
+        let preprocessor = Preprocessor::new(config.version, config.vision.image_size)?;
+        Ok(Detector {
+            model,
+            tokenizer,
+            preprocessor,
+            text_cache: HashMap::new(),
+        })
+    }
+
+    pub fn model(&self) -> &OwlModel {
+        &self.model
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// Query embeddings (Q, E) for a query set, computing only those not
+    /// seen before.
+    pub fn embed_queries(&mut self, queries: &[Query]) -> Result<Tensor> {
+        if queries.is_empty() {
+            return Err(ModelError::InvalidInput(
+                "at least one query is needed".into(),
+            ));
+        }
+        let missing: Vec<&str> = queries
+            .iter()
+            .filter_map(|q| match q {
+                Query::Text(t) if !self.text_cache.contains_key(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            let ids: Vec<Vec<u32>> = missing
+                .iter()
+                .map(|text| self.tokenizer.encode(text).map(|e| e.ids.to_vec()))
+                .collect::<Result<_>>()?;
+            let embedded = self.model.embed_text(&ids)?;
+            for (i, text) in missing.iter().enumerate() {
+                self.text_cache.insert((*text).to_owned(), embedded.get(i)?);
+            }
+        }
+        let rows = queries
+            .iter()
+            .map(|q| match q {
+                Query::Text(t) => self.text_cache.get(t).cloned().ok_or_else(|| {
+                    ModelError::InvalidInput(format!("query {t:?} was not embedded"))
+                }),
+                Query::Image {
+                    rgb, width, height, ..
+                } => self.embed_image_query(rgb, *width, *height),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+
+    /// The class embedding (E,) that stands for an example image.
+    pub fn embed_image_query(&self, rgb: &[u8], width: u32, height: u32) -> Result<Tensor> {
+        let pixels = self
+            .preprocessor
+            .tensor(rgb, width, height, self.model.device())?;
+        let outputs = self.model.image_outputs(&pixels)?;
+        Ok(self.model.embed_image_query(&outputs)?.0)
+    }
+
+    /// Detects `queries` (from [`Detector::embed_queries`]) in one RGB image.
+    pub fn detect(
+        &self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        queries: &Tensor,
+        post: &PostProcess,
+    ) -> Result<ImageResult> {
+        let pixels = self
+            .preprocessor
+            .tensor(rgb, width, height, self.model.device())?;
+        let outputs = self.model.image_outputs(&pixels)?;
+        let logits = self
+            .model
+            .class_logits(&outputs, queries, None)?
+            .squeeze(0)?;
+        let boxes: Vec<[f32; 4]> = outputs
+            .boxes
+            .get(0)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect();
+        let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let scale = box_scale(self.model.config().version, width, height);
+        let detections = post.run(&flat, logits.dim(1)?, &boxes, scale, (width, height));
+        Ok(ImageResult {
+            outputs,
+            logits,
+            detections,
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! Choosing and loading a model: checkpoint, device, dtype, threads.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use owltrack_models::{DType, Detector, Device};
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint: a folder in the Hugging Face layout (config.json,
+    /// model.safetensors or pytorch_model.bin, vocab.json, merges.txt) or a
+    /// hub id such as google/owlv2-base-patch16-ensemble.
+    #[arg(long, value_name = "DIR|HUB_ID", env = "OWLTRACK_MODEL")]
+    pub model: String,
+    /// Where the model runs: cpu, or cuda / cuda:N (builds with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Number format of the weights and activations: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn device(&self) -> Result<Device> {
+        match self.device.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+                let ordinal = cuda
+                    .strip_prefix("cuda:")
+                    .map_or(Ok(0), str::parse::<usize>)
+                    .with_context(|| format!("bad device {cuda:?}: use cuda or cuda:N"))?;
+                if !owltrack_models::cuda_available() {
+                    bail!("this owltrack was built without CUDA: rebuild with `--features cuda` on a machine with the CUDA toolkit");
+                }
+                Device::new_cuda(ordinal)
+                    .with_context(|| format!("cannot open CUDA device {ordinal}"))
+            }
+            other => bail!("unknown device {other:?}: use cpu, cuda or cuda:N"),
+        }
+    }
+
+    pub fn dtype(&self) -> Result<DType> {
+        match self.dtype.as_str() {
+            "f32" => Ok(DType::F32),
+            "bf16" => Ok(DType::BF16),
+            other => bail!("unknown dtype {other:?}: use f32 or bf16"),
+        }
+    }
+
+    /// Sets the inference thread count before the first tensor operation.
+    pub fn apply_threads(&self) {
+        if let Some(threads) = self.threads.filter(|t| *t > 0) {
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            }
+        }
+    }
+
+    pub fn load(&self) -> Result<Detector> {
+        self.apply_threads();
+        let device = self.device()?;
+        let dtype = self.dtype()?;
+        Detector::load(&self.model, &device, dtype)
+            .with_context(|| format!("cannot load model {}", self.model))
+    }
+}
