@@ -40,7 +40,21 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
+/// Keeps freed tensor buffers in the heap instead of handing them back to
+/// the kernel: inference allocates and frees the same few megabyte-sized
+/// buffers every layer, and fresh pages cost a fault and a clear each time
+/// (about 4% of a frame's time).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes glibc's allocator; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     init_logging(&cli.log);
     let outcome = match cli.command {

@@ -295,3 +295,47 @@ fn detect_explains_bad_models_and_queries() {
         "{stderr}"
     );
 }
+
+#[test]
+fn hub_ids_resolve_through_the_hugging_face_cache() {
+    // The cache layout huggingface_hub writes: refs/main names a snapshot.
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--owltrack-test--owlvit-tiny");
+    let snapshot = repo.join("snapshots/0123456789abcdef");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef").unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        std::fs::copy(
+            fixtures().join("owlvit-tiny").join(file),
+            snapshot.join(file),
+        )
+        .unwrap();
+    }
+    let image = reference_image("owlvit-tiny", 0, home.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_owltrack"))
+        .args([
+            "detect",
+            "--model",
+            "owltrack-test/owlvit-tiny",
+            "-q",
+            "a red circle",
+            image.to_str().unwrap(),
+        ])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(got["width"], 80);
+}

@@ -151,15 +151,10 @@ fn looks_like_hub_id(spec: &str) -> bool {
 fn resolve_hub(id: &str) -> Result<PathBuf> {
     let cache = hf_hub::Cache::from_env();
     let cached = cache.model(id.to_owned());
-    let weights_cached = ["model.safetensors", "pytorch_model.bin"]
-        .iter()
-        .any(|f| cached.get(f).is_some());
-    if let (Some(config), true) = (cached.get("config.json"), weights_cached) {
-        if HUB_FILES.iter().all(|f| cached.get(f).is_some()) {
-            return config
-                .parent()
-                .map(Path::to_path_buf)
-                .ok_or_else(|| ModelError::Hub(format!("odd cache path {}", config.display())));
+    let has = |file: &str| cached.get(file).is_some();
+    if HUB_FILES.iter().all(|f| has(f)) && (has("model.safetensors") || has("pytorch_model.bin")) {
+        if let Some(dir) = cached.get("config.json").as_deref().and_then(Path::parent) {
+            return Ok(dir.to_path_buf());
         }
     }
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");

@@ -11,6 +11,7 @@ mod config;
 mod detect;
 mod detector;
 mod error;
+mod kernels;
 mod owl;
 pub mod preprocess;
 pub mod tokenizer;
