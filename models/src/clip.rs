@@ -183,6 +183,26 @@ pub(crate) struct EncoderShape {
     pub activation: Activation,
 }
 
+impl EncoderShape {
+    fn of(
+        hidden: usize,
+        intermediate: usize,
+        layers: usize,
+        heads: usize,
+        eps: f64,
+        act: &str,
+    ) -> Result<Self> {
+        Ok(EncoderShape {
+            hidden,
+            intermediate,
+            layers,
+            heads,
+            eps,
+            activation: parse_activation(act)?,
+        })
+    }
+}
+
 impl Encoder {
     pub(crate) fn new(vb: VarBuilder, shape: &EncoderShape) -> Result<Self> {
         let vb = vb.pp("layers");
@@ -239,14 +259,14 @@ pub struct TextTransformer {
 
 impl TextTransformer {
     pub(crate) fn new(vb: VarBuilder, config: &TextConfig) -> Result<Self> {
-        let shape = EncoderShape {
-            hidden: config.hidden_size,
-            intermediate: config.intermediate_size,
-            layers: config.num_hidden_layers,
-            heads: config.num_attention_heads,
-            eps: config.layer_norm_eps,
-            activation: parse_activation(&config.hidden_act)?,
-        };
+        let shape = EncoderShape::of(
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+            config.layer_norm_eps,
+            &config.hidden_act,
+        )?;
         let embeddings = vb.pp("embeddings");
         Ok(TextTransformer {
             token_embedding: embedding(
@@ -344,14 +364,14 @@ pub struct VisionTransformer {
 
 impl VisionTransformer {
     pub(crate) fn new(vb: VarBuilder, config: &VisionConfig) -> Result<Self> {
-        let shape = EncoderShape {
-            hidden: config.hidden_size,
-            intermediate: config.intermediate_size,
-            layers: config.num_hidden_layers,
-            heads: config.num_attention_heads,
-            eps: config.layer_norm_eps,
-            activation: parse_activation(&config.hidden_act)?,
-        };
+        let shape = EncoderShape::of(
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+            config.layer_norm_eps,
+            &config.hidden_act,
+        )?;
         let grid = config.image_size / config.patch_size;
         let num_positions = grid * grid + 1;
         let embeddings = vb.pp("embeddings");

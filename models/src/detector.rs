@@ -141,14 +141,7 @@ impl Detector {
             .model
             .class_logits(&outputs, queries, None)?
             .squeeze(0)?;
-        let boxes: Vec<[f32; 4]> = outputs
-            .boxes
-            .get(0)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?
-            .into_iter()
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect();
+        let boxes = outputs.boxes_of(0)?;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         let scale = box_scale(self.model.config().version, width, height);
         let detections = post.run(&flat, logits.dim(1)?, &boxes, scale, (width, height));

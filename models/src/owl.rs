@@ -62,6 +62,18 @@ pub struct ImageOutputs {
 }
 
 impl ImageOutputs {
+    /// Image `index`'s boxes as (cx, cy, w, h) arrays on the host.
+    pub fn boxes_of(&self, index: usize) -> candle_core::Result<Vec<[f32; 4]>> {
+        Ok(self
+            .boxes
+            .get(index)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect())
+    }
+
     /// Class embeddings divided by their norm (+1e-6), as the class head
     /// compares them: the appearance descriptor trackers use.
     pub fn normalized_class_embeds(&self) -> candle_core::Result<Tensor> {
@@ -235,14 +247,7 @@ impl OwlModel {
     /// image best (IoU within 80% of the best), the one least like the
     /// image's average. Returns (embedding (E,), patch index).
     pub fn embed_image_query(&self, example: &ImageOutputs) -> Result<(Tensor, usize)> {
-        let boxes: Vec<[f32; 4]> = example
-            .boxes
-            .get(0)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?
-            .into_iter()
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect();
+        let boxes = example.boxes_of(0)?;
         let embeds = example.class_embeds.get(0)?.to_dtype(DType::F32)?;
         let corners: Vec<[f32; 4]> = boxes
             .iter()
