@@ -36,6 +36,8 @@ enum Command {
     /// Measure owltrack against a named baseline on this machine.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Render a synthetic video dataset with exact ground truth (TAO format).
+    Synth(commands::synth::SynthArgs),
     /// Run the built-in demonstration on a sample video it generates.
     Demo(commands::demo::DemoArgs),
 }
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Synth(args) => commands::synth::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

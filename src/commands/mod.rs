@@ -3,3 +3,4 @@ pub mod bench_model;
 pub mod demo;
 pub mod detect;
 pub mod probe;
+pub mod synth;

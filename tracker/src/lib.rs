@@ -1,1 +1,10 @@
-//! placeholder
+//! Tracks for owltrack: turning per-frame model outputs into tracks, the
+//! TAO annotation format, and the synthetic video world whose ground truth
+//! is exact.
+
+mod error;
+pub mod rng;
+pub mod synth;
+pub mod tao;
+
+pub use error::{Result, TrackerError};

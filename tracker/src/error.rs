@@ -1,0 +1,30 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    #[error(transparent)]
+    Decode(#[from] owltrack_decoder::DecodeError),
+}
+
+impl TrackerError {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
+        TrackerError::Io {
+            path: path.to_owned(),
+            error,
+        }
+    }
+}
+
+pub type Result<T, E = TrackerError> = std::result::Result<T, E>;
