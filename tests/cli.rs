@@ -174,18 +174,41 @@ fn synth_writes_a_tao_dataset_that_probe_and_detect_can_read() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("world");
     let summary = json_of(&owltrack(&[
-        "synth", "--out", out.to_str().unwrap(), "--videos", "2", "--frames", "12", "--size", "160x120", "--seed", "9",
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--videos",
+        "2",
+        "--frames",
+        "12",
+        "--size",
+        "160x120",
+        "--seed",
+        "9",
     ]));
     assert_eq!(summary["videos"], 2);
     assert_eq!(summary["frames"], 24);
     assert!(summary["annotations"].as_u64().unwrap() > 0);
-    let dataset: Value = serde_json::from_str(&std::fs::read_to_string(out.join("annotations.json")).unwrap()).unwrap();
+    let dataset: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("annotations.json")).unwrap())
+            .unwrap();
     assert_eq!(dataset["categories"].as_array().unwrap().len(), 24);
     let video = out.join("videos/synth_s9_0001.mp4");
-    let report = json_of(&owltrack(&["probe", "--count-frames", video.to_str().unwrap()]));
-    assert_eq!((report["width"].as_u64(), report["frame_count"].as_u64()), (Some(160), Some(12)));
+    let report = json_of(&owltrack(&[
+        "probe",
+        "--count-frames",
+        video.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (report["width"].as_u64(), report["frame_count"].as_u64()),
+        (Some(160), Some(12))
+    );
     let frames = out.join("frames/synth_s9_0000");
-    let report = json_of(&owltrack(&["probe", "--count-frames", frames.to_str().unwrap()]));
+    let report = json_of(&owltrack(&[
+        "probe",
+        "--count-frames",
+        frames.to_str().unwrap(),
+    ]));
     assert_eq!(report["frame_count"], 12);
 
     let output = owltrack(&["synth", "--out", out.to_str().unwrap(), "--size", "12x5000"]);

@@ -15,6 +15,7 @@ mod kernels;
 mod owl;
 pub mod preprocess;
 pub mod tokenizer;
+pub mod train;
 
 pub use candle_core::{DType, Device, Tensor};
 pub use checkpoint::Checkpoint;

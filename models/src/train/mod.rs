@@ -1,0 +1,9 @@
+//! The OWL detector's training recipe: set prediction on the patch tokens as
+//! OWL-ViT trains — Hungarian matching of patches to ground-truth boxes, then
+//! focal classification and L1 + GIoU box losses on the matches.
+
+mod losses;
+mod matching;
+
+pub use losses::{box_losses, sigmoid_focal_loss};
+pub use matching::{focal_cost, match_predictions, Focal, MatchWeights};
