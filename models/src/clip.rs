@@ -4,7 +4,9 @@
 //! OwlViTVisionTransformer; OWLv2's are the same).
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
+
+pub(crate) use self::norm::{layer_norm, LayerNorm};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use crate::config::{Activation, TextConfig, VisionConfig};
 use crate::error::{ModelError, Result};
@@ -25,10 +27,19 @@ fn parse_activation(name: &str) -> Result<Activation> {
 /// A linear layer stored as (in, out) so every matmul reads its weights
 /// contiguously, applied to the tokens of all batch items as one matrix:
 /// candle's batched `Linear` on (B, T, D) was 40% slower here.
+///
+/// Weights being trained (candle variables) are used as they are, through a
+/// transposed view, so that each optimiser update is seen by the next pass.
 pub(crate) struct Dense {
+    /// (in, out): a contiguous copy for inference, a view of the variable
+    /// when training.
     weight_t: Tensor,
     bias: Option<Tensor>,
 }
+
+/// Initialisation for weights trained from scratch (ignored when loading).
+const WEIGHT_INIT: candle_nn::Init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+const ZERO: candle_nn::Init = candle_nn::Init::Const(0.0);
 
 impl Dense {
     pub(crate) fn load(
@@ -37,9 +48,9 @@ impl Dense {
         outputs: usize,
         bias: bool,
     ) -> candle_core::Result<Self> {
-        let weight = vb.get((outputs, inputs), "weight")?;
+        let weight = vb.get_with_hints((outputs, inputs), "weight", WEIGHT_INIT)?;
         let bias = if bias {
-            Some(vb.get(outputs, "bias")?)
+            Some(vb.get_with_hints(outputs, "bias", ZERO)?)
         } else {
             None
         };
@@ -54,10 +65,12 @@ impl Dense {
     }
 
     fn from_parts(weight: &Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
-        Ok(Dense {
-            weight_t: weight.t()?.contiguous()?,
-            bias,
-        })
+        let weight_t = if weight.is_variable() {
+            weight.t()?
+        } else {
+            weight.t()?.contiguous()?
+        };
+        Ok(Dense { weight_t, bias })
     }
 }
 
@@ -76,9 +89,33 @@ impl Module for Dense {
     }
 }
 
+/// The q, k and v projections.
+enum Projections {
+    /// As one (D → 3D) layer with the query scale folded into its weights.
+    Fused(Dense),
+    /// As three layers over trained variables, scaled at run time.
+    Separate {
+        q: Dense,
+        k: Dense,
+        v: Dense,
+        scale: f64,
+    },
+}
+
+impl Projections {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Projections::Fused(qkv) => qkv.forward(xs),
+            Projections::Separate { q, k, v, scale } => Tensor::cat(
+                &[(q.forward(xs)? * *scale)?, k.forward(xs)?, v.forward(xs)?],
+                2,
+            ),
+        }
+    }
+}
+
 struct Attention {
-    /// q, k and v projections as one (D → 3D) layer.
-    qkv_proj: Dense,
+    qkv_proj: Projections,
     out_proj: Dense,
     heads: usize,
     head_dim: usize,
@@ -88,20 +125,27 @@ impl Attention {
     fn new(vb: VarBuilder, hidden: usize, heads: usize) -> Result<Self> {
         let head_dim = hidden / heads;
         let scale = (head_dim as f64).powf(-0.5);
-        let projection = |name: &str, scale: f64| -> candle_core::Result<(Tensor, Tensor)> {
+        let load = |name: &str| -> candle_core::Result<(Tensor, Tensor)> {
             let vb = vb.pp(name);
-            // (W x + b)·s = (s W) x + s b: the query scaling folds into the weights.
             Ok((
-                (vb.get((hidden, hidden), "weight")? * scale)?,
-                (vb.get(hidden, "bias")? * scale)?,
+                vb.get_with_hints((hidden, hidden), "weight", WEIGHT_INIT)?,
+                vb.get_with_hints(hidden, "bias", ZERO)?,
             ))
         };
+        let (q, k, v) = (load("q_proj")?, load("k_proj")?, load("v_proj")?);
+        let qkv_proj = if q.0.is_variable() {
+            Projections::Separate {
+                q: Dense::from_parts(&q.0, Some(q.1))?,
+                k: Dense::from_parts(&k.0, Some(k.1))?,
+                v: Dense::from_parts(&v.0, Some(v.1))?,
+                scale,
+            }
+        } else {
+            // (W x + b)·s = (s W) x + s b: the query scaling folds into the weights.
+            Projections::Fused(Dense::concat(&[((q.0 * scale)?, (q.1 * scale)?), k, v])?)
+        };
         Ok(Attention {
-            qkv_proj: Dense::concat(&[
-                projection("q_proj", scale)?,
-                projection("k_proj", 1.0)?,
-                projection("v_proj", 1.0)?,
-            ])?,
+            qkv_proj,
             out_proj: Dense::load(vb.pp("out_proj"), hidden, hidden, true)?,
             heads,
             head_dim,
@@ -129,7 +173,12 @@ impl Attention {
         if let Some(mask) = mask {
             weights = weights.broadcast_add(mask)?;
         }
-        let weights = crate::kernels::softmax_last_dim(&weights)?;
+        let weights = if weights.track_op() {
+            // Differentiable, for training.
+            candle_nn::ops::softmax(&weights, D::Minus1)?
+        } else {
+            crate::kernels::softmax_last_dim(&weights)?
+        };
         let out = weights
             .matmul(&v)?
             .reshape((batch, self.heads, tokens, self.head_dim))?
@@ -376,13 +425,22 @@ impl VisionTransformer {
         let num_positions = grid * grid + 1;
         let embeddings = vb.pp("embeddings");
         let (channels, patch) = (config.num_channels, config.patch_size);
-        let kernel = embeddings
-            .pp("patch_embedding")
-            .get((config.hidden_size, channels, patch, patch), "weight")?;
+        let kernel = embeddings.pp("patch_embedding").get_with_hints(
+            (config.hidden_size, channels, patch, patch),
+            "weight",
+            WEIGHT_INIT,
+        )?;
         Ok(VisionTransformer {
             patch_weight: kernel.reshape((config.hidden_size, channels * patch * patch))?,
             patch_size: patch,
-            class_embedding: embeddings.get(config.hidden_size, "class_embedding")?,
+            class_embedding: embeddings.get_with_hints(
+                config.hidden_size,
+                "class_embedding",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
             position_embedding: embedding(
                 num_positions,
                 config.hidden_size,
@@ -433,4 +491,49 @@ impl VisionTransformer {
 /// L2 norm over the last dimension, as torch.linalg.norm(dim=-1, keepdim=True).
 pub(crate) fn l2_norm(xs: &Tensor) -> candle_core::Result<Tensor> {
     xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()
+}
+
+mod norm {
+    use candle_core::{Module, Tensor, D};
+    use candle_nn::VarBuilder;
+
+    /// Layer norm: candle's fused kernel for inference, plain differentiable
+    /// operations when training (the kernel has no backward pass).
+    pub(crate) struct LayerNorm {
+        weight: Tensor,
+        bias: Tensor,
+        eps: f64,
+    }
+
+    pub(crate) fn layer_norm(
+        size: usize,
+        eps: f64,
+        vb: VarBuilder,
+    ) -> candle_core::Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    impl Module for LayerNorm {
+        fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+            if !xs.track_op() && !self.weight.is_variable() {
+                return candle_nn::ops::layer_norm(
+                    &xs.contiguous()?,
+                    &self.weight,
+                    &self.bias,
+                    self.eps as f32,
+                );
+            }
+            let size = xs.dim(D::Minus1)? as f64;
+            let centered = xs.broadcast_sub(&(xs.sum_keepdim(D::Minus1)? / size)?)?;
+            let variance = (centered.sqr()?.sum_keepdim(D::Minus1)? / size)?;
+            centered
+                .broadcast_div(&(variance + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)
+        }
+    }
 }

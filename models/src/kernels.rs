@@ -290,8 +290,10 @@ pub(crate) fn fused_attention(
     })
 }
 
+/// The kernels have no backward pass: anything being trained takes
+/// candle's differentiable operations.
 fn fast_path(xs: &Tensor) -> bool {
-    xs.device().is_cpu() && xs.dtype() == DType::F32
+    xs.device().is_cpu() && xs.dtype() == DType::F32 && !xs.track_op()
 }
 
 /// Softmax over the last dimension.

@@ -3,9 +3,9 @@
 //! image patch into a box, a class embedding and (OWLv2) an objectness score.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
-use crate::clip::{l2_norm, TextTransformer, VisionTransformer};
+use crate::clip::{l2_norm, layer_norm, LayerNorm, TextTransformer, VisionTransformer};
 use crate::config::OwlConfig;
 use crate::error::{ModelError, Result};
 use crate::preprocess::OwlVersion;

@@ -150,3 +150,107 @@ fn box_losses_and_their_gradients_equal_torchs() {
         }
     }
 }
+
+#[test]
+fn a_short_run_overfits_a_fixed_batch() {
+    use owltrack_models::train::{Sample, TrainOptions, Trainer};
+    use owltrack_models::{ClipTokenizer, OwlConfig, OwlVersion, Preprocessor};
+
+    let config = OwlConfig::from_json(
+        r#"{"model_type":"owlv2","projection_dim":16,
+            "text_config":{"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2},
+            "vision_config":{"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":2,"image_size":64,"patch_size":16}}"#,
+    )
+    .unwrap();
+    let tokenizer = ClipTokenizer::from_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-bpe"),
+    )
+    .unwrap();
+    let queries: Vec<Vec<u32>> = ["red square", "blue square", "green square"]
+        .iter()
+        .map(|q| tokenizer.encode(q).unwrap().ids.to_vec())
+        .collect();
+    let preprocessor = Preprocessor::new(OwlVersion::V2, 64).unwrap();
+    // Grey images with coloured squares at known places.
+    let image = |squares: &[(usize, usize, usize, [u8; 3])]| {
+        let (w, h) = (80usize, 80usize);
+        let mut rgb = vec![120u8; w * h * 3];
+        for &(x, y, side, colour) in squares {
+            for py in y..y + side {
+                for px in x..x + side {
+                    rgb[(py * w + px) * 3..(py * w + px) * 3 + 3].copy_from_slice(&colour);
+                }
+            }
+        }
+        let boxes = squares
+            .iter()
+            .map(|&(x, y, side, _)| {
+                let s = side as f32 / 80.0;
+                [x as f32 / 80.0 + s / 2.0, y as f32 / 80.0 + s / 2.0, s, s]
+            })
+            .collect();
+        (
+            preprocessor.pixels(&rgb, w as u32, h as u32).unwrap(),
+            boxes,
+        )
+    };
+    let (a, a_boxes) = image(&[(10, 10, 20, [220, 30, 30]), (50, 45, 24, [30, 60, 220])]);
+    let (b, b_boxes) = image(&[(40, 12, 30, [40, 180, 60])]);
+    let batch = [
+        Sample {
+            pixels: a,
+            boxes: a_boxes,
+            labels: vec![0, 1],
+        },
+        Sample {
+            pixels: b,
+            boxes: b_boxes,
+            labels: vec![2],
+        },
+    ];
+    let options = TrainOptions {
+        learning_rate: 3e-3,
+        warmup_steps: 5,
+        total_steps: 80,
+        ..TrainOptions::default()
+    };
+    let mut trainer = Trainer::new(config, None, options, &Device::Cpu).unwrap();
+    let first = trainer.step(&batch, &queries).unwrap();
+    let mut last = first;
+    for _ in 1..80 {
+        last = trainer.step(&batch, &queries).unwrap();
+    }
+    eprintln!("first {first:?}\nlast {last:?}");
+    assert!(last.total < first.total / 4.0, "{first:?} → {last:?}");
+    assert!(last.giou < first.giou, "boxes improve too");
+    assert_eq!(trainer.step_count(), 80);
+
+    // Saved state resumes exactly: the next step from a resumed trainer
+    // equals the next step of the original.
+    let dir = tempfile::tempdir().unwrap();
+    trainer.save_weights(dir.path()).unwrap();
+    trainer
+        .save_state(&dir.path().join("state.safetensors"))
+        .unwrap();
+    let config = trainer.model().config().clone();
+    let options = TrainOptions {
+        learning_rate: 3e-3,
+        warmup_steps: 5,
+        total_steps: 80,
+        ..TrainOptions::default()
+    };
+    let mut resumed = Trainer::new(config, None, options, &Device::Cpu).unwrap();
+    resumed
+        .resume(
+            &dir.path().join("model.safetensors"),
+            &dir.path().join("state.safetensors"),
+        )
+        .unwrap();
+    assert_eq!(resumed.step_count(), 80);
+    let original = trainer.step(&batch, &queries).unwrap();
+    let again = resumed.step(&batch, &queries).unwrap();
+    assert!(
+        (original.total - again.total).abs() < 1e-5,
+        "{original:?} vs {again:?}"
+    );
+}

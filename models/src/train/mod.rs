@@ -4,6 +4,8 @@
 
 mod losses;
 mod matching;
+mod trainer;
 
 pub use losses::{box_losses, sigmoid_focal_loss};
 pub use matching::{focal_cost, match_predictions, Focal, MatchWeights};
+pub use trainer::{Losses, Sample, TrainOptions, Trainer};

@@ -1,0 +1,347 @@
+//! The optimisation loop: a model whose weights are candle variables, AdamW
+//! with warm-up and cosine decay, gradient clipping, and state that can be
+//! saved and resumed exactly.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::losses::{box_losses, sigmoid_focal_loss};
+use super::matching::{match_predictions, Focal, MatchWeights};
+use crate::config::OwlConfig;
+use crate::error::{ModelError, Result};
+use crate::owl::OwlModel;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub learning_rate: f64,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+    pub weight_decay: f64,
+    /// Gradients are scaled down when their global L2 norm exceeds this.
+    pub clip_norm: f64,
+    pub focal: Focal,
+    pub weights: MatchWeights,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            learning_rate: 3e-4,
+            warmup_steps: 100,
+            total_steps: 1000,
+            weight_decay: 1e-4,
+            clip_norm: 1.0,
+            focal: Focal::default(),
+            weights: MatchWeights::default(),
+        }
+    }
+}
+
+impl TrainOptions {
+    /// Linear warm-up, then cosine decay to zero at `total_steps`.
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.learning_rate * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        self.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// One training image: normalised pixels (3 × S × S) and its boxes as
+/// (cx, cy, w, h) in [0, 1] of the model's input square, each with the index
+/// of its query in the step's query list.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub pixels: Vec<f32>,
+    pub boxes: Vec<[f32; 4]>,
+    pub labels: Vec<usize>,
+}
+
+/// The losses of one step, each averaged over the boxes of the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Losses {
+    pub total: f32,
+    pub class: f32,
+    pub l1: f32,
+    pub giou: f32,
+    pub objectness: f32,
+}
+
+pub struct Trainer {
+    config: OwlConfig,
+    model: OwlModel,
+    weights: VarMap,
+    /// AdamW's first and second moments, by weight name.
+    moments: HashMap<String, (Tensor, Tensor)>,
+    options: TrainOptions,
+    step: usize,
+    device: Device,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPSILON: f64 = 1e-8;
+
+impl Trainer {
+    /// A model of `config` on `device` in f32, with random weights or, with
+    /// `init`, the weights of a safetensors checkpoint (fine-tuning).
+    pub fn new(
+        config: OwlConfig,
+        init: Option<&Path>,
+        options: TrainOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = VarMap::new();
+        let vb = VarBuilder::from_varmap(&weights, DType::F32, device);
+        let model = OwlModel::new(config.clone(), vb)?;
+        let mut trainer = Trainer {
+            config,
+            model,
+            weights,
+            moments: HashMap::new(),
+            options,
+            step: 0,
+            device: device.clone(),
+        };
+        if let Some(path) = init {
+            trainer
+                .weights
+                .load(path)
+                .map_err(|e| ModelError::Checkpoint {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(trainer)
+    }
+
+    pub fn model(&self) -> &OwlModel {
+        &self.model
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.step
+    }
+
+    /// One optimisation step on `batch`, whose labels index `queries` (token
+    /// rows of the step's queries: the batch's categories plus negatives).
+    pub fn step(&mut self, batch: &[Sample], queries: &[Vec<u32>]) -> Result<Losses> {
+        let size = self.config.vision.image_size;
+        if batch.is_empty() || queries.is_empty() {
+            return Err(ModelError::InvalidInput(
+                "a step needs images and queries".into(),
+            ));
+        }
+        let mut pixels = Vec::with_capacity(batch.len() * 3 * size * size);
+        for sample in batch {
+            if sample.pixels.len() != 3 * size * size || sample.boxes.len() != sample.labels.len() {
+                return Err(ModelError::InvalidInput(format!(
+                    "samples must be 3×{size}×{size} with one label per box"
+                )));
+            }
+            pixels.extend_from_slice(&sample.pixels);
+        }
+        let pixels = Tensor::from_vec(pixels, (batch.len(), 3, size, size), &self.device)?;
+        let outputs = self.model.image_outputs(&pixels)?;
+        let text = self.model.embed_text(queries)?;
+        let logits = self.model.class_logits(&outputs, &text, None)?;
+        let (images, patches, count) = logits.dims3()?;
+
+        // Match on the host, from detached values.
+        let host_logits: Vec<f32> = logits.detach().flatten_all()?.to_vec1()?;
+        let mut class_targets = vec![0f32; images * patches * count];
+        let mut matched_rows = Vec::new();
+        let mut matched_boxes = Vec::new();
+        for (b, sample) in batch.iter().enumerate() {
+            let boxes = outputs.boxes.detach().get(b)?.to_vec2::<f32>()?;
+            let boxes: Vec<[f32; 4]> = boxes
+                .into_iter()
+                .map(|v| [v[0], v[1], v[2], v[3]])
+                .collect();
+            let image_logits = &host_logits[b * patches * count..(b + 1) * patches * count];
+            let pairs = match_predictions(
+                image_logits,
+                count,
+                &boxes,
+                &sample.boxes,
+                &sample.labels,
+                self.options.weights,
+                self.options.focal,
+            )?;
+            for (patch, target) in pairs {
+                class_targets[(b * patches + patch) * count + sample.labels[target]] = 1.0;
+                matched_rows.push((b * patches + patch) as u32);
+                matched_boxes.extend_from_slice(&sample.boxes[target]);
+            }
+        }
+        let boxes_in_batch = matched_rows.len().max(1) as f64;
+        let class_targets =
+            Tensor::from_vec(class_targets, (images, patches, count), &self.device)?;
+        let class =
+            (sigmoid_focal_loss(&logits, &class_targets, self.options.focal)? / boxes_in_batch)?;
+        let mut total = class.clone();
+        let (mut l1_value, mut giou_value, mut objectness_value) = (0.0, 0.0, 0.0);
+        if !matched_rows.is_empty() {
+            let rows = Tensor::from_vec(matched_rows.clone(), matched_rows.len(), &self.device)?;
+            let predicted = outputs
+                .boxes
+                .reshape((images * patches, 4))?
+                .index_select(&rows, 0)?;
+            let target = Tensor::from_vec(matched_boxes, (matched_rows.len(), 4), &self.device)?;
+            let (l1, giou) = box_losses(&predicted, &target)?;
+            let (l1, giou) = ((l1 / boxes_in_batch)?, (giou / boxes_in_batch)?);
+            l1_value = l1.to_scalar::<f32>()?;
+            giou_value = giou.to_scalar::<f32>()?;
+            total = ((total + (l1 * f64::from(self.options.weights.l1))?)?
+                + (giou * f64::from(self.options.weights.giou))?)?;
+        }
+        if let Some(objectness) = &outputs.objectness {
+            let mut targets = vec![0f32; images * patches];
+            for &row in &matched_rows {
+                targets[row as usize] = 1.0;
+            }
+            let targets = Tensor::from_vec(targets, (images, patches), &self.device)?;
+            let loss =
+                (sigmoid_focal_loss(objectness, &targets, self.options.focal)? / boxes_in_batch)?;
+            objectness_value = loss.to_scalar::<f32>()?;
+            total = (total + loss)?;
+        }
+        let losses = Losses {
+            total: total.to_scalar::<f32>()?,
+            class: class.to_scalar::<f32>()?,
+            l1: l1_value,
+            giou: giou_value,
+            objectness: objectness_value,
+        };
+        if !losses.total.is_finite() {
+            return Err(ModelError::InvalidInput(format!(
+                "the loss diverged at step {}: {losses:?}",
+                self.step
+            )));
+        }
+        let gradients = total.backward()?;
+        self.apply(&gradients)?;
+        self.step += 1;
+        Ok(losses)
+    }
+
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self
+            .weights
+            .data()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// AdamW with decoupled weight decay on matrices, after clipping the
+    /// global gradient norm.
+    fn apply(&mut self, gradients: &candle_core::backprop::GradStore) -> Result<()> {
+        let vars = self.named_vars();
+        let mut squared = 0f64;
+        for (_, var) in &vars {
+            if let Some(g) = gradients.get(var) {
+                squared += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            }
+        }
+        let norm = squared.sqrt();
+        let clip = if norm > self.options.clip_norm {
+            self.options.clip_norm / norm
+        } else {
+            1.0
+        };
+        let lr = self.options.learning_rate_at(self.step);
+        let t = (self.step + 1) as i32;
+        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+        for (name, var) in vars {
+            let Some(g) = gradients.get(&var) else {
+                continue;
+            };
+            let g = (g * clip)?;
+            let (m, v) = match self.moments.get(&name) {
+                Some((m, v)) => (m.clone(), v.clone()),
+                None => (g.zeros_like()?, g.zeros_like()?),
+            };
+            let m = ((m * BETA1)? + (&g * (1.0 - BETA1))?)?;
+            let v = ((v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + EPSILON)?)?;
+            let decays = var.rank() >= 2 && !name.contains("embedding");
+            let theta = var.as_tensor();
+            let mut next = (theta - (update * lr)?)?;
+            if decays {
+                next = (next - (theta * (lr * self.options.weight_decay))?)?;
+            }
+            var.set(&next)?;
+            self.moments.insert(name, (m, v));
+        }
+        Ok(())
+    }
+
+    /// Writes the weights as a hub-layout `model.safetensors` in `dir`.
+    pub fn save_weights(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("model.safetensors");
+        self.weights
+            .save(&path)
+            .map_err(|e| ModelError::Checkpoint {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Saves what resuming needs: weights, optimiser moments, step.
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (name, (m, v)) in &self.moments {
+            tensors.insert(format!("m.{name}"), m.clone());
+            tensors.insert(format!("v.{name}"), v.clone());
+        }
+        tensors.insert(
+            "step".into(),
+            Tensor::new(&[self.step as u32], &Device::Cpu)?,
+        );
+        candle_core::safetensors::save(&tensors, path).map_err(|e| ModelError::Checkpoint {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Restores weights (from `weights`) and optimiser state (from `state`).
+    pub fn resume(&mut self, weights: &Path, state: &Path) -> Result<()> {
+        self.weights
+            .load(weights)
+            .map_err(|e| ModelError::Checkpoint {
+                path: weights.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let tensors = candle_core::safetensors::load(state, &self.device).map_err(|e| {
+            ModelError::Checkpoint {
+                path: state.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.step = tensors
+            .get("step")
+            .map(|t| t.to_vec1::<u32>())
+            .transpose()?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0) as usize;
+        self.moments.clear();
+        for (name, _) in self.named_vars() {
+            if let (Some(m), Some(v)) = (
+                tensors.get(&format!("m.{name}")),
+                tensors.get(&format!("v.{name}")),
+            ) {
+                self.moments.insert(name, (m.clone(), v.clone()));
+            }
+        }
+        Ok(())
+    }
+}
