@@ -30,6 +30,8 @@ enum Command {
     /// Detect objects described by text (or example images) in an image or
     /// a video, printing JSON.
     Detect(Box<commands::detect::DetectArgs>),
+    /// COCO-style AP and AP50 of detections against ground truth.
+    EvalDetection(commands::eval_detection::EvalDetectionArgs),
     /// Describe a video source as JSON: container, codec, size, frame rate,
     /// duration, frame count.
     Probe(commands::probe::ProbeArgs),
@@ -38,6 +40,9 @@ enum Command {
     Bench(commands::bench::BenchCommand),
     /// Render a synthetic video dataset with exact ground truth (TAO format).
     Synth(commands::synth::SynthArgs),
+    /// Train models.
+    #[command(subcommand)]
+    Train(commands::train::TrainCommand),
     /// Run the built-in demonstration on a sample video it generates.
     Demo(commands::demo::DemoArgs),
 }
@@ -62,9 +67,11 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Detect(args) => commands::detect::run(*args),
         Command::Probe(args) => commands::probe::run(args),
+        Command::EvalDetection(args) => commands::eval_detection::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Demo(args) => commands::demo::run(args),
         Command::Synth(args) => commands::synth::run(args),
+        Command::Train(command) => commands::train::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

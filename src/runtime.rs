@@ -8,9 +8,10 @@ use owltrack_models::{DType, Detector, Device};
 pub struct ModelArgs {
     /// Checkpoint: a folder in the Hugging Face layout (config.json,
     /// model.safetensors or pytorch_model.bin, vocab.json, merges.txt) or a
-    /// hub id such as google/owlv2-base-patch16-ensemble.
+    /// hub id such as google/owlv2-base-patch16-ensemble. Default: the
+    /// built-in model, trained by owltrack on its synthetic world.
     #[arg(long, value_name = "DIR|HUB_ID", env = "OWLTRACK_MODEL")]
-    pub model: String,
+    pub model: Option<String>,
     /// Where the model runs: cpu, or cuda / cuda:N (builds with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -58,11 +59,36 @@ impl ModelArgs {
         }
     }
 
+    /// The checkpoint to load: `--model`, else the built-in one.
+    pub fn spec(&self) -> Result<String> {
+        if let Some(model) = &self.model {
+            return Ok(model.clone());
+        }
+        let builtin = builtin_model();
+        if !builtin.join("model.safetensors").is_file() {
+            bail!(
+                "no --model given, and the built-in model is missing from {}",
+                builtin.display()
+            );
+        }
+        Ok(builtin.display().to_string())
+    }
+
     pub fn load(&self) -> Result<Detector> {
         self.apply_threads();
         let device = self.device()?;
         let dtype = self.dtype()?;
-        Detector::load(&self.model, &device, dtype)
-            .with_context(|| format!("cannot load model {}", self.model))
+        let spec = self.spec()?;
+        Detector::load(&spec, &device, dtype).with_context(|| format!("cannot load model {spec}"))
     }
+}
+
+/// The model owltrack trains on its synthetic world and ships.
+pub fn builtin_model() -> std::path::PathBuf {
+    std::env::var_os("OWLTRACK_BUILTIN_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("models/builtin/owltrack-tiny")
+        })
 }

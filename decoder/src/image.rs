@@ -83,6 +83,105 @@ pub fn write_image(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(
     }
 }
 
+/// An RGB picture to draw on: lines, rectangles and text, for plots and
+/// annotated frames.
+pub struct Canvas {
+    bgr: Mat,
+}
+
+fn bgr(colour: [u8; 3]) -> opencv::core::Scalar {
+    opencv::core::Scalar::new(
+        f64::from(colour[2]),
+        f64::from(colour[1]),
+        f64::from(colour[0]),
+        0.0,
+    )
+}
+
+impl Canvas {
+    pub fn new(width: u32, height: u32, colour: [u8; 3]) -> Result<Self> {
+        let bgr = Mat::new_rows_cols_with_default(
+            height as i32,
+            width as i32,
+            opencv::core::CV_8UC3,
+            bgr(colour),
+        )
+        .map_err(cv_error("creating a canvas"))?;
+        Ok(Canvas { bgr })
+    }
+
+    /// A canvas holding a copy of packed RGB8 pixels.
+    pub fn from_rgb(rgb: &[u8], width: u32, height: u32) -> Result<Self> {
+        Ok(Canvas {
+            bgr: rgb_to_bgr_mat(rgb, width, height)?,
+        })
+    }
+
+    pub fn line(
+        &mut self,
+        from: (i32, i32),
+        to: (i32, i32),
+        colour: [u8; 3],
+        thickness: i32,
+    ) -> Result<()> {
+        imgproc::line(
+            &mut self.bgr,
+            opencv::core::Point::new(from.0, from.1),
+            opencv::core::Point::new(to.0, to.1),
+            bgr(colour),
+            thickness.max(1),
+            imgproc::LINE_AA,
+            0,
+        )
+        .map_err(cv_error("drawing a line"))
+    }
+
+    pub fn rectangle(
+        &mut self,
+        corner: (i32, i32),
+        size: (i32, i32),
+        colour: [u8; 3],
+        thickness: i32,
+    ) -> Result<()> {
+        imgproc::rectangle(
+            &mut self.bgr,
+            opencv::core::Rect::new(corner.0, corner.1, size.0, size.1),
+            bgr(colour),
+            thickness,
+            imgproc::LINE_8,
+            0,
+        )
+        .map_err(cv_error("drawing a rectangle"))
+    }
+
+    /// Text with its baseline's left end at `at`; `scale` 0.5 is about 12 px high.
+    pub fn text(&mut self, at: (i32, i32), text: &str, scale: f64, colour: [u8; 3]) -> Result<()> {
+        imgproc::put_text(
+            &mut self.bgr,
+            text,
+            opencv::core::Point::new(at.0, at.1),
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            scale,
+            bgr(colour),
+            1,
+            imgproc::LINE_AA,
+            false,
+        )
+        .map_err(cv_error("drawing text"))
+    }
+
+    /// Packed RGB8 pixels (pixels, width, height).
+    pub fn to_rgb(&self) -> Result<(Vec<u8>, u32, u32)> {
+        bgr_mat_to_rgb(&self.bgr)
+    }
+
+    /// Saves as PNG or JPEG, by the extension.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let (rgb, w, h) = self.to_rgb()?;
+        write_image(path, &rgb, w, h)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +198,21 @@ mod tests {
             assert!(a.abs_diff(*b) <= 4, "{a} vs {b}");
         }
         assert!(decode_image(b"not an image").is_err());
+
+        let mut canvas = Canvas::new(40, 30, [255, 255, 255]).unwrap();
+        canvas.line((0, 15), (39, 15), [255, 0, 0], 1).unwrap();
+        canvas.rectangle((2, 2), (5, 5), [0, 0, 255], -1).unwrap();
+        canvas.text((5, 28), "x", 0.4, [0, 0, 0]).unwrap();
+        let (px, w, _) = canvas.to_rgb().unwrap();
+        let at = |x: usize, y: usize| &px[(y * w as usize + x) * 3..(y * w as usize + x) * 3 + 3];
+        // Anti-aliased: the line's row is mostly red.
+        assert!(
+            at(20, 15)[0] == 255 && at(20, 15)[1] < 64,
+            "{:?}",
+            at(20, 15)
+        );
+        assert_eq!(at(4, 4), [0, 0, 255]);
+        assert_eq!(at(30, 5), [255, 255, 255]);
         assert!(encode_jpeg(&rgb[1..], w, h, 90).is_err());
     }
 }

@@ -300,6 +300,62 @@ pub const ARCHITECTURES: [&str; 6] = [
 ];
 
 impl OwlConfig {
+    /// config.json as transformers writes it for this model.
+    pub fn to_hub_json(&self) -> serde_json::Value {
+        let (model_type, architecture) = match self.version {
+            OwlVersion::V1 => ("owlvit", "OwlViTForObjectDetection"),
+            OwlVersion::V2 => ("owlv2", "Owlv2ForObjectDetection"),
+        };
+        let (t, v) = (&self.text, &self.vision);
+        serde_json::json!({
+            "architectures": [architecture],
+            "model_type": model_type,
+            "projection_dim": self.projection_dim,
+            "text_config": {
+                "vocab_size": t.vocab_size, "hidden_size": t.hidden_size,
+                "intermediate_size": t.intermediate_size, "num_hidden_layers": t.num_hidden_layers,
+                "num_attention_heads": t.num_attention_heads,
+                "max_position_embeddings": t.max_position_embeddings, "hidden_act": t.hidden_act,
+                "layer_norm_eps": t.layer_norm_eps, "pad_token_id": t.pad_token_id,
+                "bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id,
+            },
+            "vision_config": {
+                "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
+                "num_hidden_layers": v.num_hidden_layers, "num_attention_heads": v.num_attention_heads,
+                "num_channels": v.num_channels, "image_size": v.image_size, "patch_size": v.patch_size,
+                "hidden_act": v.hidden_act, "layer_norm_eps": v.layer_norm_eps,
+            },
+        })
+    }
+
+    /// The small OWLv2-style architecture owltrack trains from scratch on its
+    /// synthetic world: a 4-layer, 96-wide ViT on 384-pixel inputs and a
+    /// 2-layer, 64-wide text tower.
+    pub fn tiny() -> Self {
+        let text = TextConfig {
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            ..TextConfig::default()
+        };
+        let vision = VisionConfig {
+            hidden_size: 96,
+            intermediate_size: 192,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            image_size: 384,
+            patch_size: 16,
+            ..VisionConfig::default()
+        };
+        OwlConfig {
+            version: OwlVersion::V2,
+            projection_dim: text.hidden_size,
+            text,
+            vision,
+        }
+    }
+
     /// The config of a published checkpoint, for building it with random
     /// weights (benchmarks) without downloading anything.
     pub fn architecture(name: &str) -> Option<Self> {
@@ -379,6 +435,17 @@ mod tests {
         for (json, message) in bad {
             let error = OwlConfig::from_json(json).unwrap_err();
             assert!(error.contains(message), "{json}: {error}");
+        }
+    }
+
+    #[test]
+    fn hub_json_round_trips() {
+        for config in [
+            OwlConfig::tiny(),
+            OwlConfig::architecture("owlvit-base-patch32").unwrap(),
+        ] {
+            let parsed = OwlConfig::from_json(&config.to_hub_json().to_string()).unwrap();
+            assert_eq!(parsed, config);
         }
     }
 

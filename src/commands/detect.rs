@@ -33,8 +33,20 @@ pub struct DetectArgs {
     /// Leave boxes that reach past the image unclipped.
     #[arg(long)]
     pub no_clip: bool,
+    /// Detect in every frame of a TAO-format dataset (a folder with
+    /// annotations.json), querying its categories, and write COCO-style
+    /// detection results (for `owltrack eval-detection`) to --output.
+    #[arg(long, value_name = "DIR", conflicts_with = "input")]
+    pub dataset: Option<PathBuf>,
+    /// With --dataset: use every N-th frame.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub every: u64,
+    /// Where --dataset results go (default: standard output).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
     /// An image (PNG/JPEG) or a video source (file, URL, device, frame folder).
-    pub input: String,
+    #[arg(required_unless_present = "dataset")]
+    pub input: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -87,18 +99,14 @@ fn read_image(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
 }
 
 pub fn run(args: DetectArgs) -> Result<()> {
+    if let Some(dir) = &args.dataset {
+        return run_dataset(&args, dir);
+    }
     if args.queries.is_empty() && args.image_queries.is_empty() {
         bail!("give at least one query: -q TEXT or --image-query FILE");
     }
-    if !(0.0..=1.0).contains(&args.threshold) || !(0.0..=1.0).contains(&args.nms_iou) {
-        bail!("--threshold and --nms-iou must lie in [0, 1]");
-    }
-    let post = PostProcess {
-        threshold: args.threshold,
-        nms_iou: args.nms_iou,
-        top_k: args.top_k,
-        clip: !args.no_clip,
-    };
+    let post = post_process(&args)?;
+    let input = args.input.clone().unwrap_or_default();
     let mut detector = args.model.load()?;
     let mut queries: Vec<Query> = args.queries.iter().cloned().map(Query::Text).collect();
     for path in &args.image_queries {
@@ -120,8 +128,8 @@ pub fn run(args: DetectArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
 
-    if is_still_image(&args.input) {
-        let (rgb, width, height) = read_image(Path::new(&args.input))?;
+    if is_still_image(&input) {
+        let (rgb, width, height) = read_image(Path::new(&input))?;
         let result = detector.detect(&rgb, width, height, &embeddings, &post)?;
         let line = ImageLine {
             frame: None,
@@ -134,7 +142,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         return Ok(());
     }
 
-    let source = Source::parse(&args.input, DEFAULT_FOLDER_FPS)?;
+    let source = Source::parse(&input, DEFAULT_FOLDER_FPS)?;
     let mut reader = VideoReader::open(source, ReadOptions::default())?;
     let bar = progress::bar(reader.info().frames, "frames");
     while let Some(event) = reader.recv() {
@@ -152,5 +160,63 @@ pub fn run(args: DetectArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     reader.finish()?;
+    Ok(())
+}
+
+fn post_process(args: &DetectArgs) -> Result<PostProcess> {
+    if !(0.0..=1.0).contains(&args.threshold) || !(0.0..=1.0).contains(&args.nms_iou) {
+        bail!("--threshold and --nms-iou must lie in [0, 1]");
+    }
+    Ok(PostProcess {
+        threshold: args.threshold,
+        nms_iou: args.nms_iou,
+        top_k: args.top_k,
+        clip: !args.no_clip,
+    })
+}
+
+fn run_dataset(args: &DetectArgs, dir: &Path) -> Result<()> {
+    use owltrack_tracker::coco::DetectionResult;
+    use owltrack_tracker::tao::TaoDataset;
+
+    let post = post_process(args)?;
+    let dataset = TaoDataset::read(&dir.join("annotations.json"))?;
+    let mut detector = args.model.load()?;
+    let queries: Vec<Query> = dataset
+        .categories
+        .iter()
+        .map(|c| Query::Text(c.name.clone()))
+        .collect();
+    let embeddings = detector
+        .embed_queries(&queries)
+        .context("cannot embed the categories")?;
+    let images: Vec<_> = dataset
+        .images
+        .iter()
+        .filter(|i| i.frame_index % args.every.max(1) == 0)
+        .collect();
+    let bar = progress::bar(Some(images.len() as u64), "images");
+    let mut results = Vec::new();
+    for image in images {
+        let (rgb, width, height) = read_image(&dir.join(&image.file_name))?;
+        let result = detector.detect(&rgb, width, height, &embeddings, &post)?;
+        for d in result.detections {
+            let [x0, y0, x1, y1] = d.bbox.map(f64::from);
+            results.push(DetectionResult {
+                image_id: image.id,
+                category_id: dataset.categories[d.label].id,
+                bbox: [x0, y0, x1 - x0, y1 - y0],
+                score: f64::from(d.score),
+            });
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let text = serde_json::to_string(&results)?;
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
     Ok(())
 }

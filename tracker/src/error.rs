@@ -16,6 +16,9 @@ pub enum TrackerError {
 
     #[error(transparent)]
     Decode(#[from] owltrack_decoder::DecodeError),
+
+    #[error(transparent)]
+    Model(#[from] owltrack_models::ModelError),
 }
 
 impl TrackerError {

@@ -2,9 +2,11 @@
 //! TAO annotation format, and the synthetic video world whose ground truth
 //! is exact.
 
+pub mod coco;
 mod error;
 pub mod rng;
 pub mod synth;
 pub mod tao;
+pub mod training;
 
 pub use error::{Result, TrackerError};

@@ -1,0 +1,148 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use owltrack_models::train::TrainOptions;
+use owltrack_models::{Checkpoint, OwlConfig, ARCHITECTURES};
+use owltrack_tracker::training::{train_detector, DetectorTraining};
+
+use crate::progress;
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train an OWL detector on a TAO-format dataset (annotations.json plus
+    /// its frames, as `owltrack synth` writes them). Writes a checkpoint that
+    /// `detect --model OUT` loads, a loss log (losses.csv) and its plot
+    /// (losses.png); `--resume` continues an interrupted run exactly.
+    Detector(DetectorArgs),
+}
+
+#[derive(Args)]
+pub struct DetectorArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// `tiny` (trained from scratch) or a published architecture's name.
+    #[arg(long, default_value = "tiny")]
+    pub arch: String,
+    /// Start from this checkpoint (fine-tuning); its architecture wins.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init: Option<PathBuf>,
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Clip the gradients' global norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write a checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    pub save_every: usize,
+    /// Queries per step at most: the batch's categories plus negatives.
+    #[arg(long, default_value_t = 64)]
+    pub max_queries: usize,
+    /// Continue from the checkpoint and optimiser state already in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Folder with the CLIP vocabulary (vocab.json, merges.txt); default: the
+    /// --init checkpoint's, else the built-in one.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(command: TrainCommand) -> Result<()> {
+    match command {
+        TrainCommand::Detector(args) => detector(args),
+    }
+}
+
+/// The CLIP vocabulary shipped with owltrack.
+pub fn builtin_vocabulary() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/builtin/clip-bpe")
+}
+
+fn detector(args: DetectorArgs) -> Result<()> {
+    if let Some(threads) = args.threads.filter(|t| *t > 0) {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let config = match &args.init {
+        Some(dir) => {
+            Checkpoint::from_dir(dir)
+                .with_context(|| format!("cannot use {} as --init", dir.display()))?
+                .config
+        }
+        None if args.arch == "tiny" => OwlConfig::tiny(),
+        None => OwlConfig::architecture(&args.arch).with_context(|| {
+            format!(
+                "unknown architecture {:?}: tiny or one of {}",
+                args.arch,
+                ARCHITECTURES.join(", ")
+            )
+        })?,
+    };
+    if args
+        .init
+        .as_ref()
+        .is_some_and(|dir| !dir.join("model.safetensors").is_file())
+    {
+        bail!("--init needs a checkpoint with model.safetensors");
+    }
+    let tokenizer_dir = args
+        .tokenizer
+        .clone()
+        .or_else(|| args.init.clone())
+        .unwrap_or_else(builtin_vocabulary);
+    let job = DetectorTraining {
+        data: args.data.clone(),
+        out: args.out.clone(),
+        config,
+        init: args.init.clone(),
+        tokenizer_dir,
+        steps: args.steps,
+        batch: args.batch,
+        options: TrainOptions {
+            learning_rate: args.lr,
+            warmup_steps: args.warmup,
+            total_steps: args.steps,
+            weight_decay: args.weight_decay,
+            clip_norm: args.clip,
+            ..TrainOptions::default()
+        },
+        seed: args.seed,
+        save_every: args.save_every,
+        max_queries: args.max_queries,
+        resume: args.resume,
+    };
+    let bar = progress::bar(Some(args.steps as u64), "steps");
+    let summary = train_detector(&job, |step, losses| {
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {:.3}", losses.total));
+        if step % 50 == 0 {
+            tracing::info!(
+                step,
+                total = losses.total,
+                class = losses.class,
+                l1 = losses.l1,
+                giou = losses.giou,
+                "training"
+            );
+        }
+    })
+    .with_context(|| format!("training on {} failed", args.data.display()))?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}

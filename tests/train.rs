@@ -1,0 +1,143 @@
+//! Training end to end through the binary: synth → train → detect → evaluate.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn owltrack(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_owltrack"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("OWLTRACK_MODEL")
+        .output()
+        .expect("the owltrack binary runs")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn synth_train_resume_detect_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let model = dir.path().join("model");
+    let (data_s, model_s) = (data.to_str().unwrap(), model.to_str().unwrap());
+    ok(owltrack(&[
+        "synth",
+        "--out",
+        data_s,
+        "--videos",
+        "1",
+        "--frames",
+        "6",
+        "--size",
+        "160x120",
+        "--no-video",
+    ]));
+
+    let summary: Value = serde_json::from_str(&ok(owltrack(&[
+        "train",
+        "detector",
+        "--data",
+        data_s,
+        "--arch",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--warmup",
+        "1",
+        "--save-every",
+        "1",
+        "--out",
+        model_s,
+    ])))
+    .unwrap();
+    assert_eq!(summary["steps"], 2);
+    assert_eq!(summary["categories"], 24);
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "losses.csv",
+        "losses.png",
+        "trainer_state.safetensors",
+    ] {
+        assert!(model.join(file).is_file(), "{file} missing");
+    }
+    // Resuming continues the same run: the log gains one row, not three.
+    ok(owltrack(&[
+        "train", "detector", "--data", data_s, "--arch", "tiny", "--steps", "3", "--batch", "2",
+        "--warmup", "1", "--out", model_s, "--resume",
+    ]));
+    let log = std::fs::read_to_string(model.join("losses.csv")).unwrap();
+    let steps: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["1", "2", "3"]);
+
+    // The checkpoint is one `detect` loads; its results evaluate.
+    let results = dir.path().join("results.json");
+    ok(owltrack(&[
+        "detect",
+        "--model",
+        model_s,
+        "--dataset",
+        data_s,
+        "--threshold",
+        "0",
+        "-o",
+        results.to_str().unwrap(),
+    ]));
+    let report: Value = serde_json::from_str(&ok(owltrack(&[
+        "eval-detection",
+        "--gt",
+        data.join("annotations.json").to_str().unwrap(),
+        "--pred",
+        results.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let ap50 = report["ap50"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ap50));
+    assert!(!report["categories"].as_array().unwrap().is_empty());
+
+    // Detections on images the ground truth does not have are refused.
+    std::fs::write(
+        &results,
+        r#"[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#,
+    )
+    .unwrap();
+    let output = owltrack(&[
+        "eval-detection",
+        "--gt",
+        data.join("annotations.json").to_str().unwrap(),
+        "--pred",
+        results.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("image 999"));
+    std::fs::write(
+        &results,
+        r#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1], "score": 0.5}]"#,
+    )
+    .unwrap();
+    let output = owltrack(&[
+        "eval-detection",
+        "--gt",
+        data.join("annotations.json").to_str().unwrap(),
+        "--pred",
+        results.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+}

@@ -1,0 +1,383 @@
+//! Training the OWL detector on a TAO-format dataset (frames + annotations):
+//! sampling, preprocessing, the loss log and its plot, checkpoints in the hub
+//! layout, resuming.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use owltrack_decoder::image;
+use owltrack_models::train::{Losses, Sample, TrainOptions, Trainer};
+use owltrack_models::{ClipTokenizer, Device, OwlConfig, OwlVersion, Preprocessor};
+use serde::Serialize;
+
+use crate::error::{Result, TrackerError};
+use crate::rng::Pcg;
+use crate::tao::TaoDataset;
+
+#[derive(Debug, Clone)]
+pub struct DetectorTraining {
+    /// Dataset folder: annotations.json and the frames it names.
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub config: OwlConfig,
+    /// Weights to start from (a checkpoint folder's model.safetensors).
+    pub init: Option<PathBuf>,
+    /// Folder holding vocab.json and merges.txt, copied into checkpoints.
+    pub tokenizer_dir: PathBuf,
+    pub steps: usize,
+    pub batch: usize,
+    pub options: TrainOptions,
+    pub seed: u64,
+    pub save_every: usize,
+    /// Queries per step at most: the batch's categories, then negatives.
+    pub max_queries: usize,
+    /// Continue from the checkpoint and optimiser state in `out`.
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub images: usize,
+    pub categories: usize,
+    pub first: Option<Losses>,
+    pub last: Option<Losses>,
+    pub seconds: f64,
+}
+
+struct Example {
+    file: PathBuf,
+    width: u32,
+    height: u32,
+    /// [x, y, w, h] in pixels and the category's index in the vocabulary.
+    boxes: Vec<([f64; 4], usize)>,
+}
+
+const STATE_FILE: &str = "trainer_state.safetensors";
+const LOG_FILE: &str = "losses.csv";
+
+fn load_examples(data: &Path) -> Result<(Vec<Example>, Vec<String>)> {
+    let dataset = TaoDataset::read(&data.join("annotations.json"))?;
+    let vocabulary: Vec<String> = dataset.categories.iter().map(|c| c.name.clone()).collect();
+    let index_of: BTreeMap<u64, usize> = dataset
+        .categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, i))
+        .collect();
+    let mut examples: BTreeMap<u64, Example> = dataset
+        .images
+        .iter()
+        .map(|img| {
+            (
+                img.id,
+                Example {
+                    file: data.join(&img.file_name),
+                    width: img.width,
+                    height: img.height,
+                    boxes: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    for a in &dataset.annotations {
+        let (Some(example), Some(&category)) =
+            (examples.get_mut(&a.image_id), index_of.get(&a.category_id))
+        else {
+            continue;
+        };
+        if a.bbox[2] > 0.0 && a.bbox[3] > 0.0 {
+            example.boxes.push((a.bbox, category));
+        }
+    }
+    let examples: Vec<Example> = examples
+        .into_values()
+        .filter(|e| e.file.is_file())
+        .collect();
+    if examples.is_empty() || vocabulary.is_empty() {
+        return Err(TrackerError::Format {
+            path: data.join("annotations.json"),
+            reason: "no images with frames on disk, or no categories".into(),
+        });
+    }
+    Ok((examples, vocabulary))
+}
+
+/// Normalised pixels, and each box as (cx, cy, w, h) with its category.
+type Prepared = (Vec<f32>, Vec<([f32; 4], usize)>);
+
+/// Reads, maybe mirrors, and preprocesses one example; boxes become
+/// (cx, cy, w, h) of the model's input square.
+fn prepare(example: &Example, preprocessor: &Preprocessor, mirror: bool) -> Result<Prepared> {
+    let bytes = std::fs::read(&example.file).map_err(|e| TrackerError::io(&example.file, e))?;
+    let (mut rgb, w, h) = image::decode_image(&bytes)?;
+    if (w, h) != (example.width, example.height) {
+        tracing::debug!(file = %example.file.display(), "frame size differs from the annotation's");
+    }
+    if mirror {
+        let row = w as usize * 3;
+        for line in rgb.chunks_mut(row) {
+            for x in 0..w as usize / 2 {
+                let (a, b) = (x * 3, row - 3 - x * 3);
+                for c in 0..3 {
+                    line.swap(a + c, b + c);
+                }
+            }
+        }
+    }
+    let pixels = preprocessor
+        .tensor(&rgb, w, h, &Device::Cpu)
+        .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))?;
+    let (sx, sy) = match preprocessor.version() {
+        OwlVersion::V1 => (f64::from(w), f64::from(h)),
+        OwlVersion::V2 => {
+            let m = f64::from(w.max(h));
+            (m, m)
+        }
+    };
+    let boxes = example
+        .boxes
+        .iter()
+        .map(|&([x, y, bw, bh], category)| {
+            let x = if mirror { f64::from(w) - x - bw } else { x };
+            (
+                [
+                    ((x + bw / 2.0) / sx) as f32,
+                    ((y + bh / 2.0) / sy) as f32,
+                    (bw / sx) as f32,
+                    (bh / sy) as f32,
+                ],
+                category,
+            )
+        })
+        .collect();
+    Ok((pixels, boxes))
+}
+
+pub fn train_detector(
+    job: &DetectorTraining,
+    mut on_step: impl FnMut(usize, &Losses),
+) -> Result<TrainSummary> {
+    if job.steps == 0 || job.batch == 0 || job.max_queries == 0 {
+        return Err(TrackerError::InvalidOption(
+            "steps, batch and max queries must be positive".into(),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let (examples, vocabulary) = load_examples(&job.data)?;
+    let tokenizer = ClipTokenizer::from_dir(&job.tokenizer_dir)?;
+    let tokens: Vec<Vec<u32>> = vocabulary
+        .iter()
+        .map(|name| tokenizer.encode(name).map(|e| e.ids.to_vec()))
+        .collect::<std::result::Result<_, _>>()?;
+    let preprocessor = Preprocessor::new(job.config.version, job.config.vision.image_size)?;
+    std::fs::create_dir_all(&job.out).map_err(|e| TrackerError::io(&job.out, e))?;
+
+    let init = job.init.as_ref().map(|dir| dir.join("model.safetensors"));
+    let mut trainer = Trainer::new(
+        job.config.clone(),
+        init.as_deref(),
+        job.options.clone(),
+        &Device::Cpu,
+    )?;
+    let state = job.out.join(STATE_FILE);
+    let log_path = job.out.join(LOG_FILE);
+    if job.resume && state.is_file() {
+        trainer.resume(&job.out.join("model.safetensors"), &state)?;
+        tracing::info!(step = trainer.step_count(), "resuming");
+    } else if log_path.exists() {
+        std::fs::remove_file(&log_path).map_err(|e| TrackerError::io(&log_path, e))?;
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| TrackerError::io(&log_path, e))?;
+    if trainer.step_count() == 0 {
+        writeln!(log, "step,learning_rate,total,class,l1,giou,objectness")
+            .map_err(|e| TrackerError::io(&log_path, e))?;
+    }
+
+    let (mut first, mut last) = (None, None);
+    while trainer.step_count() < job.steps {
+        let step = trainer.step_count();
+        // The batch of step n depends only on (seed, n): resuming replays it.
+        let mut rng = Pcg::new(job.seed, step as u64 + 1);
+        let mut batch_examples = Vec::with_capacity(job.batch);
+        for _ in 0..job.batch {
+            let example = &examples[rng.below(examples.len())];
+            batch_examples.push(prepare(example, &preprocessor, rng.chance(0.5))?);
+        }
+        // Queries: every category in the batch, then random negatives.
+        let mut chosen: Vec<usize> = Vec::new();
+        for (_, boxes) in &batch_examples {
+            for &(_, category) in boxes {
+                if !chosen.contains(&category) {
+                    chosen.push(category);
+                }
+            }
+        }
+        let mut rest: Vec<usize> = (0..vocabulary.len())
+            .filter(|c| !chosen.contains(c))
+            .collect();
+        while chosen.len() < job.max_queries.max(1) && !rest.is_empty() {
+            chosen.push(rest.swap_remove(rng.below(rest.len())));
+        }
+        let queries: Vec<Vec<u32>> = chosen.iter().map(|&c| tokens[c].clone()).collect();
+        let batch: Vec<Sample> = batch_examples
+            .into_iter()
+            .map(|(pixels, boxes)| Sample {
+                pixels,
+                labels: boxes
+                    .iter()
+                    .map(|&(_, c)| chosen.iter().position(|&q| q == c).unwrap_or(0))
+                    .collect(),
+                boxes: boxes.into_iter().map(|(b, _)| b).collect(),
+            })
+            .collect();
+        let losses = trainer.step(&batch, &queries)?;
+        writeln!(
+            log,
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6}",
+            step + 1,
+            job.options.learning_rate_at(step),
+            losses.total,
+            losses.class,
+            losses.l1,
+            losses.giou,
+            losses.objectness
+        )
+        .map_err(|e| TrackerError::io(&log_path, e))?;
+        first.get_or_insert(losses);
+        last = Some(losses);
+        on_step(step + 1, &losses);
+        let done = trainer.step_count();
+        if done % job.save_every.max(1) == 0 || done == job.steps {
+            save_checkpoint(&trainer, job)?;
+        }
+    }
+    Ok(TrainSummary {
+        steps: trainer.step_count(),
+        images: examples.len(),
+        categories: vocabulary.len(),
+        first,
+        last,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A checkpoint `detect` loads (config.json, model.safetensors, vocab.json,
+/// merges.txt), plus the optimiser state and the loss plot.
+fn save_checkpoint(trainer: &Trainer, job: &DetectorTraining) -> Result<()> {
+    let out = &job.out;
+    trainer.save_weights(out)?;
+    trainer.save_state(&out.join(STATE_FILE))?;
+    let config_path = out.join("config.json");
+    let text = serde_json::to_string_pretty(&job.config.to_hub_json()).map_err(|e| {
+        TrackerError::Format {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    std::fs::write(&config_path, text).map_err(|e| TrackerError::io(&config_path, e))?;
+    for file in ["vocab.json", "merges.txt"] {
+        let (from, to) = (job.tokenizer_dir.join(file), out.join(file));
+        if from != to {
+            std::fs::copy(&from, &to).map_err(|e| TrackerError::io(&from, e))?;
+        }
+    }
+    plot_losses(&out.join(LOG_FILE), &out.join("losses.png"))
+}
+
+/// Draws the loss curves of a log (log scale, smoothed) into a PNG.
+pub fn plot_losses(log: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(log).map_err(|e| TrackerError::io(log, e))?;
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split(',')
+                .filter_map(|v| v.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| r.len() == 7)
+        .collect();
+    let (w, h) = (900i32, 420i32);
+    let (left, right, top, bottom) = (70, 170, 20, 40);
+    let mut canvas = image::Canvas::new(w as u32, h as u32, [255, 255, 255])?;
+    canvas.rectangle(
+        (left, top),
+        (w - left - right, h - top - bottom),
+        [0, 0, 0],
+        1,
+    )?;
+    if rows.len() < 2 {
+        return Ok(canvas.save(png)?);
+    }
+    let series = [
+        (2, "total", [0, 0, 0]),
+        (3, "class", [200, 40, 40]),
+        (4, "L1", [40, 120, 200]),
+        (5, "GIoU", [40, 160, 60]),
+        (6, "objectness", [200, 150, 0]),
+    ];
+    let smooth = |column: usize| -> Vec<f64> {
+        let mut out = Vec::with_capacity(rows.len());
+        let mut average = rows[0][column];
+        for row in &rows {
+            average = 0.9 * average + 0.1 * row[column];
+            out.push(average.max(1e-6).log10());
+        }
+        out
+    };
+    let curves: Vec<(Vec<f64>, &str, [u8; 3])> = series
+        .iter()
+        .map(|&(c, name, colour)| (smooth(c), name, colour))
+        .filter(|(v, _, _)| v.iter().any(|x| *x > -5.9))
+        .collect();
+    let (lo, hi) = curves
+        .iter()
+        .flat_map(|(v, _, _)| v.iter().copied())
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
+    let steps = rows.last().map_or(1.0, |r| r[0]).max(1.0);
+    let to_x = |step: f64| left + ((step / steps) * f64::from(w - left - right)) as i32;
+    let to_y = |v: f64| top + ((hi - v) / (hi - lo) * f64::from(h - top - bottom)) as i32;
+    let mut decade = lo;
+    while decade <= hi {
+        canvas.line(
+            (left, to_y(decade)),
+            (w - right, to_y(decade)),
+            [225, 225, 225],
+            1,
+        )?;
+        canvas.text(
+            (8, to_y(decade) + 4),
+            &format!("1e{decade:.0}"),
+            0.4,
+            [60, 60, 60],
+        )?;
+        decade += 1.0;
+    }
+    canvas.text(
+        (left, h - 12),
+        &format!("step (0 to {steps:.0}); losses smoothed, log scale"),
+        0.45,
+        [60, 60, 60],
+    )?;
+    for (k, (values, name, colour)) in curves.iter().enumerate() {
+        for i in 1..values.len() {
+            canvas.line(
+                (to_x(rows[i - 1][0]), to_y(values[i - 1])),
+                (to_x(rows[i][0]), to_y(values[i])),
+                *colour,
+                1,
+            )?;
+        }
+        let y = top + 20 + 22 * k as i32;
+        canvas.line((w - right + 15, y - 4), (w - right + 40, y - 4), *colour, 2)?;
+        canvas.text((w - right + 48, y), name, 0.5, *colour)?;
+    }
+    Ok(canvas.save(png)?)
+}
