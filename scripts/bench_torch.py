@@ -6,8 +6,7 @@ heads) and text queries per second.
     python scripts/bench_torch.py --arch owlvit-base-patch32 --dtype bf16 --threads 2 --json
 
 Needs torch and transformers 4.x. owltrack's architecture table is the source
-of the configs: this script asks `owltrack bench model --print-config` when
---config is not given.
+of the configs (`owltrack bench model --arch A --print-config`).
 """
 
 import argparse
@@ -19,15 +18,15 @@ from transformers import OwlViTConfig, OwlViTForObjectDetection, Owlv2Config, Ow
 
 
 def build(config: dict):
-    v2 = config["version"] == "v2"
+    """The model of a hub config.json (what `--print-config` prints)."""
+    v2 = config["model_type"] == "owlv2"
     Config, Model = (Owlv2Config, Owlv2ForObjectDetection) if v2 else (OwlViTConfig, OwlViTForObjectDetection)
-    cfg = Config(text_config=config["text"], vision_config=config["vision"], projection_dim=config["projection_dim"])
-    return Model(cfg).eval(), v2
+    return Model(Config.from_dict(config)).eval(), v2
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config", required=True, help="JSON from `owltrack bench model --arch A --print-config`")
+    parser.add_argument("--config", required=True, help="a config.json's text, e.g. from `owltrack bench model --arch A --print-config`")
     parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--runs", type=int, default=3)
@@ -40,7 +39,7 @@ def main() -> None:
     model, v2 = build(config)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     model = model.to(dtype)
-    size = config["vision"]["image_size"]
+    size = config["vision_config"]["image_size"]
     pixels = torch.randn(1, 3, size, size, dtype=dtype)
     ids = torch.randint(1, 49406, (args.queries, 16))
     ids[:, 0] = 49406

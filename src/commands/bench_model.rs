@@ -25,25 +25,6 @@ struct ModelBench {
     text_ratio: Option<f64>,
 }
 
-fn config_json(config: &OwlConfig) -> serde_json::Value {
-    let t = &config.text;
-    let v = &config.vision;
-    serde_json::json!({
-        "version": match config.version { owltrack_models::OwlVersion::V1 => "v1", owltrack_models::OwlVersion::V2 => "v2" },
-        "projection_dim": config.projection_dim,
-        "text": {
-            "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_hidden_layers, "num_attention_heads": t.num_attention_heads,
-            "max_position_embeddings": t.max_position_embeddings, "vocab_size": t.vocab_size,
-        },
-        "vision": {
-            "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
-            "num_hidden_layers": v.num_hidden_layers, "num_attention_heads": v.num_attention_heads,
-            "image_size": v.image_size, "patch_size": v.patch_size,
-        },
-    })
-}
-
 fn best_of(runs: u32, mut work: impl FnMut() -> Result<()>) -> Result<Duration> {
     work()?; // warm-up: allocations, page faults, kernel selection
     let mut best = Duration::MAX;
@@ -64,7 +45,7 @@ pub fn run(args: ModelBenchArgs) -> Result<()> {
         )
     })?;
     if args.print_config {
-        println!("{}", config_json(&config));
+        println!("{}", config.to_hub_json());
         return Ok(());
     }
     let dtype = match args.dtype.as_str() {
@@ -164,7 +145,7 @@ fn run_torch(
         .arg(&script)
         .args([
             "--config",
-            &config_json(config).to_string(),
+            &config.to_hub_json().to_string(),
             "--dtype",
             &args.dtype,
         ])
