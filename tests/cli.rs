@@ -1,27 +1,13 @@
 //! End-to-end tests of the `owltrack` binary.
 
+mod common;
+
+use common::*;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use owltrack_decoder::{image, pattern_frame, VideoWriter, WriterOptions};
 use serde_json::Value;
-
-fn owltrack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_owltrack"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the owltrack binary runs")
-}
-
-fn json_of(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "owltrack failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
-}
 
 fn write_video(path: &Path, width: u32, height: u32, frames: u64, fps: f64) {
     let options = WriterOptions {

@@ -1,23 +1,18 @@
 //! `owltrack detect` end to end on the tiny reference checkpoints: image in,
 //! the same detections as transformers' pipeline out.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use owltrack_decoder::image;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures")
-}
-
-fn owltrack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_owltrack"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("OWLTRACK_MODEL")
-        .output()
-        .expect("the owltrack binary runs")
 }
 
 /// The reference's source image `index` as a PNG.

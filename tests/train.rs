@@ -1,26 +1,10 @@
 //! Training end to end through the binary: synth → train → detect → evaluate.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::*;
 
 use serde_json::Value;
-
-fn owltrack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_owltrack"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("OWLTRACK_MODEL")
-        .output()
-        .expect("the owltrack binary runs")
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[test]
 fn synth_train_resume_detect_and_evaluate() {
@@ -112,32 +96,31 @@ fn synth_train_resume_detect_and_evaluate() {
     assert!((0.0..=1.0).contains(&ap50));
     assert!(!report["categories"].as_array().unwrap().is_empty());
 
-    // Detections on images the ground truth does not have are refused.
-    std::fs::write(
-        &results,
-        r#"[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#,
-    )
-    .unwrap();
-    let output = owltrack(&[
-        "eval-detection",
-        "--gt",
-        data.join("annotations.json").to_str().unwrap(),
-        "--pred",
-        results.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("image 999"));
-    std::fs::write(
-        &results,
-        r#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1], "score": 0.5}]"#,
-    )
-    .unwrap();
-    let output = owltrack(&[
-        "eval-detection",
-        "--gt",
-        data.join("annotations.json").to_str().unwrap(),
-        "--pred",
-        results.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
+    // Detections on images the ground truth lacks, or with negative sizes, are refused.
+    let gt = data.join("annotations.json");
+    for (results_text, message) in [
+        (
+            r#"[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]"#,
+            "image 999",
+        ),
+        (
+            r#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1], "score": 0.5}]"#,
+            "invalid detection",
+        ),
+    ] {
+        std::fs::write(&results, results_text).unwrap();
+        let output = owltrack(&[
+            "eval-detection",
+            "--gt",
+            gt.to_str().unwrap(),
+            "--pred",
+            results.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(message),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

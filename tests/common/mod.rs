@@ -1,0 +1,36 @@
+//! Running the `owltrack` binary from tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs the binary with `args`, free of the caller's logging and model settings.
+pub fn owltrack(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_owltrack"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("OWLTRACK_MODEL")
+        .output()
+        .expect("the owltrack binary runs")
+}
+
+/// Standard output of a run that must have succeeded.
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "owltrack failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard output of a successful run, as JSON.
+pub fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "owltrack failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
