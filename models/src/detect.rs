@@ -32,6 +32,10 @@ pub struct PostProcess {
     pub top_k: usize,
     /// Clip boxes to the image.
     pub clip: bool,
+    /// Report every (patch, query) pair above the threshold instead of each
+    /// patch's best query only: what per-category evaluation (AP) wants,
+    /// since a patch's second-best query may be the right one.
+    pub all_queries: bool,
 }
 
 impl Default for PostProcess {
@@ -42,6 +46,7 @@ impl Default for PostProcess {
             nms_iou: 0.3,
             top_k: 100,
             clip: true,
+            all_queries: false,
         }
     }
 }
@@ -55,6 +60,7 @@ impl PostProcess {
             nms_iou: 1.0,
             top_k: 0,
             clip: false,
+            all_queries: false,
         }
     }
 
@@ -72,38 +78,46 @@ impl PostProcess {
         if queries == 0 {
             return Vec::new();
         }
-        let mut detections: Vec<Detection> = logits
-            .chunks(queries)
-            .zip(boxes)
-            .enumerate()
-            .filter_map(|(patch, (row, b))| {
-                let (label, best) =
-                    row.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                            if v > bv {
-                                (i, v)
-                            } else {
-                                (bi, bv)
-                            }
-                        });
-                let score = sigmoid(best);
-                (score > self.threshold).then(|| {
-                    let c = center_to_corners(*b);
-                    Detection {
-                        bbox: [
-                            c[0] * scale[0],
-                            c[1] * scale[1],
-                            c[2] * scale[2],
-                            c[3] * scale[3],
-                        ],
-                        score,
-                        label,
-                        patch,
+        let detection = |patch: usize, label: usize, score: f32, b: &[f32; 4]| {
+            let c = center_to_corners(*b);
+            Detection {
+                bbox: [
+                    c[0] * scale[0],
+                    c[1] * scale[1],
+                    c[2] * scale[2],
+                    c[3] * scale[3],
+                ],
+                score,
+                label,
+                patch,
+            }
+        };
+        let mut detections: Vec<Detection> = Vec::new();
+        for (patch, (row, b)) in logits.chunks(queries).zip(boxes).enumerate() {
+            if self.all_queries {
+                for (label, &logit) in row.iter().enumerate() {
+                    let score = sigmoid(logit);
+                    if score > self.threshold {
+                        detections.push(detection(patch, label, score, b));
                     }
-                })
-            })
-            .collect();
+                }
+                continue;
+            }
+            let (label, best) =
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                        if v > bv {
+                            (i, v)
+                        } else {
+                            (bi, bv)
+                        }
+                    });
+            let score = sigmoid(best);
+            if score > self.threshold {
+                detections.push(detection(patch, label, score, b));
+            }
+        }
         // Stable: equal scores keep patch order.
         detections.sort_by(|a, b| b.score.total_cmp(&a.score));
         if self.nms_iou < 1.0 {
@@ -178,6 +192,20 @@ mod tests {
         // Not clipped: the last box runs past the image.
         let last = out.iter().find(|d| d.patch == 3).unwrap();
         assert!((last.bbox[2] - 110.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn all_queries_reports_every_pair_above_the_threshold() {
+        let logits = [1.0, 0.5, -3.0, 2.0];
+        let all = PostProcess {
+            all_queries: true,
+            ..PostProcess::reference()
+        };
+        let out = all.run(&logits, 2, &boxes()[..2], [1.0; 4], (1, 1));
+        let pairs: Vec<(usize, usize)> = out.iter().map(|d| (d.patch, d.label)).collect();
+        assert_eq!(pairs, [(1, 1), (0, 0), (0, 1), (1, 0)]);
+        let best_only = PostProcess::reference().run(&logits, 2, &boxes()[..2], [1.0; 4], (1, 1));
+        assert_eq!(best_only.len(), 2);
     }
 
     #[test]

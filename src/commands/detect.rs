@@ -33,6 +33,10 @@ pub struct DetectArgs {
     /// Leave boxes that reach past the image unclipped.
     #[arg(long)]
     pub no_clip: bool,
+    /// Report every (box, query) pair above the threshold, not only each
+    /// box's best query (for per-category evaluation such as AP).
+    #[arg(long)]
+    pub all_queries: bool,
     /// Detect in every frame of a TAO-format dataset (a folder with
     /// annotations.json), querying its categories, and write COCO-style
     /// detection results (for `owltrack eval-detection`) to --output.
@@ -172,6 +176,7 @@ fn post_process(args: &DetectArgs) -> Result<PostProcess> {
         nms_iou: args.nms_iou,
         top_k: args.top_k,
         clip: !args.no_clip,
+        all_queries: args.all_queries,
     })
 }
 
