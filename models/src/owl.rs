@@ -19,11 +19,17 @@ struct DenseHead {
 }
 
 impl DenseHead {
-    fn new(vb: VarBuilder, width: usize, out: usize) -> Result<Self> {
+    /// `output_bias`: the constant a one-output head starts at when trained
+    /// from scratch.
+    fn new(vb: VarBuilder, width: usize, out: usize, output_bias: Option<f64>) -> Result<Self> {
+        let dense2 = match output_bias {
+            Some(bias) if out == 1 => linear_with_bias_init(width, vb.pp("dense2"), bias)?,
+            _ => linear(width, out, vb.pp("dense2"))?,
+        };
         Ok(DenseHead {
             dense0: linear(width, width, vb.pp("dense0"))?,
             dense1: linear(width, width, vb.pp("dense1"))?,
-            dense2: linear(width, out, vb.pp("dense2"))?,
+            dense2,
         })
     }
 
@@ -114,12 +120,26 @@ impl OwlModel {
         let class_vb = vb.pp("class_head");
         let class_head = ClassHead {
             dense0: linear(width, config.text.hidden_size, class_vb.pp("dense0"))?,
-            logit_shift: linear(width, 1, class_vb.pp("logit_shift"))?,
-            logit_scale: linear(width, 1, class_vb.pp("logit_scale"))?,
+            logit_shift: linear_with_bias_init(
+                width,
+                class_vb.pp("logit_shift"),
+                INITIAL_LOGIT_SHIFT,
+            )?,
+            logit_scale: linear_with_bias_init(
+                width,
+                class_vb.pp("logit_scale"),
+                INITIAL_LOGIT_SCALE_BIAS,
+            )?,
         };
         let objectness_head = match config.version {
             OwlVersion::V1 => None,
-            OwlVersion::V2 => Some(DenseHead::new(vb.pp("objectness_head"), width, 1)?),
+            // Objectness starts at the same prior.
+            OwlVersion::V2 => Some(DenseHead::new(
+                vb.pp("objectness_head"),
+                width,
+                1,
+                Some(PRIOR_LOGIT),
+            )?),
         };
         let grid = config.grid_size();
         Ok(OwlModel {
@@ -128,7 +148,7 @@ impl OwlModel {
             text_projection,
             layer_norm: layer_norm(width, config.vision.layer_norm_eps, vb.pp("layer_norm"))?,
             class_head,
-            box_head: DenseHead::new(vb.pp("box_head"), width, 4)?,
+            box_head: DenseHead::new(vb.pp("box_head"), width, 4, None)?,
             objectness_head,
             box_bias: box_bias(grid, grid, &device)?.to_dtype(dtype)?,
             config,
@@ -280,6 +300,24 @@ impl OwlModel {
             .ok_or_else(|| ModelError::InvalidInput("the example image has no patches".into()))?;
         Ok((embeds.get(chosen)?, chosen))
     }
+}
+
+/// Initial values for training from scratch (ignored when loading): logits
+/// start near the focal loss's usual prior (p ≈ 0.01), so training does not
+/// spend its first hundreds of steps learning that most patches are
+/// background; and a class-similarity scale of about 11, so that differences
+/// in cosine similarity move the logits from the start.
+const PRIOR_LOGIT: f64 = -4.6;
+const INITIAL_LOGIT_SCALE_BIAS: f64 = 10.0;
+const INITIAL_LOGIT_SHIFT: f64 = PRIOR_LOGIT / (INITIAL_LOGIT_SCALE_BIAS + 1.0);
+
+/// A (width → 1) layer that starts as the constant `bias` when trained from
+/// scratch: random weights here would be multiplied by the similarity scale
+/// and swamp the prior.
+fn linear_with_bias_init(width: usize, vb: VarBuilder, bias: f64) -> candle_core::Result<Linear> {
+    let weight = vb.get_with_hints((1, width), "weight", candle_nn::Init::Const(0.0))?;
+    let bias = vb.get_with_hints(1, "bias", candle_nn::Init::Const(bias))?;
+    Ok(Linear::new(weight, Some(bias)))
 }
 
 /// The grid box bias: inverse-sigmoid of each patch's corner position and of
