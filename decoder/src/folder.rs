@@ -78,41 +78,31 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
 ///
 /// Each image gets a fresh decoder: FFmpeg's PNG decoder carries state from
 /// one picture to the next (it would blend them), and an open costs
-/// microseconds against the milliseconds of the decode itself.
-pub(crate) struct ImageDecoder;
-
-impl ImageDecoder {
-    pub(crate) fn new() -> Self {
-        ImageDecoder
+/// microseconds against the milliseconds of the decode itself. An unreadable
+/// or corrupt file is an error for the caller to count and skip.
+pub(crate) fn decode_image_file(path: &Path, into: &mut AvFrame) -> Result<()> {
+    let id = image_codec(path)
+        .ok_or_else(|| DecodeError::Image(format!("{} is not a JPEG or PNG", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|error| DecodeError::io(path, error))?;
+    if bytes.is_empty() {
+        return Err(DecodeError::EmptyFile(path.to_owned()));
     }
-
-    /// Decodes one image; an unreadable or corrupt file is an error for the
-    /// caller to count and skip.
-    pub(crate) fn decode(&mut self, path: &Path, into: &mut AvFrame) -> Result<()> {
-        let id = image_codec(path).ok_or_else(|| {
-            DecodeError::Image(format!("{} is not a JPEG or PNG", path.display()))
-        })?;
-        let bytes = std::fs::read(path).map_err(|error| DecodeError::io(path, error))?;
-        if bytes.is_empty() {
-            return Err(DecodeError::EmptyFile(path.to_owned()));
-        }
-        let label = path.display().to_string();
-        let codec = ffmpeg::decoder::find(id).ok_or_else(|| DecodeError::UnsupportedCodec {
-            input: label.clone(),
-            codec: format!("{id:?}").to_lowercase(),
-        })?;
-        let mut decoder = ffmpeg::codec::context::Context::new_with_codec(codec)
-            .decoder()
-            .video()
-            .map_err(|e| DecodeError::ffmpeg(&label, "opening the image decoder", e))?;
-        decoder
-            .send_packet(&Packet::copy(&bytes))
-            .map_err(|e| DecodeError::ffmpeg(&label, "decoding the image", e))?;
-        let _ = decoder.send_eof();
-        decoder
-            .receive_frame(into)
-            .map_err(|e| DecodeError::ffmpeg(&label, "decoding the image", e))
-    }
+    let label = path.display().to_string();
+    let codec = ffmpeg::decoder::find(id).ok_or_else(|| DecodeError::UnsupportedCodec {
+        input: label.clone(),
+        codec: format!("{id:?}").to_lowercase(),
+    })?;
+    let mut decoder = ffmpeg::codec::context::Context::new_with_codec(codec)
+        .decoder()
+        .video()
+        .map_err(|e| DecodeError::ffmpeg(&label, "opening the image decoder", e))?;
+    decoder
+        .send_packet(&Packet::copy(&bytes))
+        .map_err(|e| DecodeError::ffmpeg(&label, "decoding the image", e))?;
+    let _ = decoder.send_eof();
+    decoder
+        .receive_frame(into)
+        .map_err(|e| DecodeError::ffmpeg(&label, "decoding the image", e))
 }
 
 /// Decodes each image, passing (index, picture) on; damaged images are
@@ -122,11 +112,10 @@ pub(crate) fn for_each_frame(
     counters: &Counters,
     mut on_frame: impl FnMut(u64, &AvFrame) -> crate::input::Flow,
 ) {
-    let mut decoder = ImageDecoder::new();
     let mut picture = AvFrame::empty();
     for (index, path) in files.iter().enumerate() {
         counters.add(&counters.packets, 1);
-        match decoder.decode(path, &mut picture) {
+        match decode_image_file(path, &mut picture) {
             Ok(()) => {
                 counters.add(&counters.frames_decoded, 1);
                 if on_frame(index as u64, &picture) == crate::input::Flow::Stop {
@@ -144,11 +133,10 @@ pub(crate) fn for_each_frame(
 /// Describes a frame folder from its first decodable image.
 pub(crate) fn stream_info(files: &[PathBuf], fps: f64) -> Result<StreamInfo> {
     // The first decodable image gives the size; later ones may differ.
-    let mut decoder = ImageDecoder::new();
     let mut picture = AvFrame::empty();
     let mut last_error = None;
     for path in files.iter().take(16) {
-        match decoder.decode(path, &mut picture) {
+        match decode_image_file(path, &mut picture) {
             Ok(()) => {
                 let codec = match path.extension().and_then(|e| e.to_str()) {
                     Some(e) if e.eq_ignore_ascii_case("png") => "png",

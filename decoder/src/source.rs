@@ -89,10 +89,6 @@ impl Source {
         Ok(Source::File { path })
     }
 
-    pub fn is_network(&self) -> bool {
-        matches!(self, Source::Network { .. })
-    }
-
     /// Live sources produce frames in real time whether or not anyone reads
     /// them; when one drops (a camera unplugged, a connection lost) it is
     /// reconnected rather than ended.
