@@ -43,6 +43,9 @@ enum Command {
     /// Train models.
     #[command(subcommand)]
     Train(commands::train::TrainCommand),
+    /// Copy a checkpoint with its weights stored in another number format
+    /// (f16 halves the size on disk).
+    Export(commands::export::ExportArgs),
     /// Run the built-in demonstration on a sample video it generates.
     Demo(commands::demo::DemoArgs),
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::EvalDetection(args) => commands::eval_detection::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Train(command) => commands::train::run(command),
     };

@@ -82,6 +82,47 @@ impl Checkpoint {
         })
     }
 
+    /// Writes this checkpoint to `out` in the hub layout with its floating
+    /// point weights stored as `dtype` (f16 halves a model's size on disk;
+    /// loading converts back). Config and tokenizer files are copied as
+    /// they are.
+    pub fn export(&self, out: &Path, dtype: DType) -> Result<usize> {
+        let mut tensors = std::collections::HashMap::new();
+        match &self.weights {
+            Weights::Safetensors(files) => {
+                for file in files {
+                    let loaded = candle_core::safetensors::load(file, &Device::Cpu)
+                        .map_err(|e| self.checkpoint_error(e.to_string()))?;
+                    tensors.extend(loaded);
+                }
+            }
+            Weights::Pickle(file) => {
+                let loaded = candle_core::pickle::read_all(file)
+                    .map_err(|e| self.checkpoint_error(e.to_string()))?;
+                tensors.extend(loaded);
+            }
+        }
+        for tensor in tensors.values_mut() {
+            if tensor.dtype().is_float() {
+                *tensor = tensor.to_dtype(dtype)?;
+            }
+        }
+        std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
+        let weights = out.join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &weights).map_err(|e| ModelError::Checkpoint {
+            path: weights.clone(),
+            reason: e.to_string(),
+        })?;
+        for name in HUB_FILES.iter().chain(&HUB_OPTIONAL_FILES) {
+            let from = self.dir.join(name);
+            if from.is_file() {
+                let to = out.join(name);
+                std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
+            }
+        }
+        Ok(tensors.len())
+    }
+
     fn checkpoint_error(&self, reason: String) -> ModelError {
         let path = match &self.weights {
             Weights::Safetensors(files) => {

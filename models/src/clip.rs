@@ -497,8 +497,9 @@ mod norm {
     use candle_core::{Module, Tensor, D};
     use candle_nn::VarBuilder;
 
-    /// Layer norm: candle's fused kernel for inference, plain differentiable
-    /// operations when training (the kernel has no backward pass).
+    /// Layer norm: candle's fused kernel for inference; when training, our
+    /// kernel with its backward pass on CPU f32, plain differentiable
+    /// operations elsewhere (candle's kernel has no backward pass).
     pub(crate) struct LayerNorm {
         weight: Tensor,
         bias: Tensor,
@@ -519,7 +520,14 @@ mod norm {
 
     impl Module for LayerNorm {
         fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-            if !xs.track_op() && !self.weight.is_variable() {
+            let trained = xs.track_op() || self.weight.is_variable();
+            if trained {
+                if let Some(normed) =
+                    crate::kernels::layer_norm(xs, &self.weight, &self.bias, self.eps)
+                {
+                    return normed;
+                }
+            } else {
                 return candle_nn::ops::layer_norm(
                     &xs.contiguous()?,
                     &self.weight,

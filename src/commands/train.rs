@@ -54,6 +54,11 @@ pub struct DetectorArgs {
     /// Continue from the checkpoint and optimiser state already in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Chance (0–1) that the grey padding OWLv2 adds to a non-square frame
+    /// is filled with a band of another frame at the same scale, so that
+    /// every patch sees content.
+    #[arg(long, default_value_t = 0.75, value_parser = parse_probability)]
+    pub mosaic: f64,
     /// Folder with the CLIP vocabulary (vocab.json, merges.txt); default: the
     /// --init checkpoint's, else the built-in one.
     #[arg(long)]
@@ -125,6 +130,7 @@ fn detector(args: DetectorArgs) -> Result<()> {
         save_every: args.save_every,
         max_queries: args.max_queries,
         resume: args.resume,
+        mosaic: args.mosaic,
     };
     let bar = progress::bar(Some(args.steps as u64), "steps");
     let summary = train_detector(&job, |step, losses| {
@@ -145,4 +151,11 @@ fn detector(args: DetectorArgs) -> Result<()> {
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a probability between 0 and 1")),
+    }
 }
