@@ -30,6 +30,9 @@ enum Command {
     /// Detect objects described by text (or example images) in an image or
     /// a video, printing JSON.
     Detect(Box<commands::detect::DetectArgs>),
+    /// Score tracks on TAO-OW: OWTA, HOTA, DetRe, DetPr, AssA, AssRe, AssPr
+    /// and LocA, as TrackEval's TAO-OW evaluation computes them.
+    Eval(commands::eval::EvalArgs),
     /// COCO-style AP and AP50 of detections against ground truth.
     EvalDetection(commands::eval_detection::EvalDetectionArgs),
     /// Describe a video source as JSON: container, codec, size, frame rate,
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Detect(args) => commands::detect::run(*args),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::EvalDetection(args) => commands::eval_detection::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Demo(args) => commands::demo::run(args),

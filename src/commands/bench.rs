@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// published OWL architecture built with random weights (nothing is
     /// downloaded), optionally beside PyTorch running the same architecture.
     Model(ModelBenchArgs),
+    /// The TAO-OW evaluator (`owltrack eval`) on a generated workload of TAO
+    /// val's size, optionally beside TrackEval on the same files.
+    Eval(crate::commands::bench_eval::EvalBenchArgs),
 }
 
 #[derive(Args)]
@@ -95,6 +98,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Decode(args) => decode(args),
         BenchCommand::Model(args) => crate::commands::bench_model::run(args),
+        BenchCommand::Eval(args) => crate::commands::bench_eval::run(args),
     }
 }
 

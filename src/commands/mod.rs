@@ -1,7 +1,9 @@
 pub mod bench;
+pub mod bench_eval;
 pub mod bench_model;
 pub mod demo;
 pub mod detect;
+pub mod eval;
 pub mod eval_detection;
 pub mod export;
 pub mod probe;

@@ -7,6 +7,7 @@ mod error;
 pub mod rng;
 pub mod synth;
 pub mod tao;
+pub mod tao_ow;
 pub mod training;
 
 pub use error::{Result, TrackerError};

@@ -56,6 +56,7 @@ pub struct Annotation {
     pub category_id: u64,
     /// `[x, y, w, h]` in pixels.
     pub bbox: [f64; 4],
+    #[serde(default)]
     pub area: f64,
     #[serde(default)]
     pub iscrowd: u8,
