@@ -4,10 +4,12 @@
 
 pub mod coco;
 mod error;
+pub mod kalman;
 pub mod rng;
 pub mod synth;
 pub mod tao;
 pub mod tao_ow;
+pub mod tbd;
 pub mod training;
 
 pub use error::{Result, TrackerError};
