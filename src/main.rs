@@ -33,6 +33,9 @@ enum Command {
     /// Score tracks on TAO-OW: OWTA, HOTA, DetRe, DetPr, AssA, AssRe, AssPr
     /// and LocA, as TrackEval's TAO-OW evaluation computes them.
     Eval(commands::eval::EvalArgs),
+    /// Track objects described by text through videos: tracks as JSON lines,
+    /// TAO results or MOT text, optionally an annotated MP4.
+    Track(Box<commands::track::TrackArgs>),
     /// COCO-style AP and AP50 of detections against ground truth.
     EvalDetection(commands::eval_detection::EvalDetectionArgs),
     /// Describe a video source as JSON: container, codec, size, frame rate,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => commands::detect::run(*args),
         Command::Probe(args) => commands::probe::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Track(args) => commands::track::run(*args),
         Command::EvalDetection(args) => commands::eval_detection::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Demo(args) => commands::demo::run(args),

@@ -144,7 +144,18 @@ impl Detector {
         let boxes = outputs.boxes_of(0)?;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         let scale = box_scale(self.model.config().version, width, height);
-        let detections = post.run(&flat, logits.dim(1)?, &boxes, scale, (width, height));
+        let objectness: Option<Vec<f32>> = match (&outputs.objectness, post.objectness) {
+            (Some(o), true) => Some(o.get(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?),
+            _ => None,
+        };
+        let detections = post.run(
+            &flat,
+            logits.dim(1)?,
+            &boxes,
+            objectness.as_deref(),
+            scale,
+            (width, height),
+        );
         Ok(ImageResult {
             outputs,
             logits,

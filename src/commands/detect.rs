@@ -177,6 +177,7 @@ fn post_process(args: &DetectArgs) -> Result<PostProcess> {
         top_k: args.top_k,
         clip: !args.no_clip,
         all_queries: args.all_queries,
+        objectness: false,
     })
 }
 

@@ -8,4 +8,5 @@ pub mod eval_detection;
 pub mod export;
 pub mod probe;
 pub mod synth;
+pub mod track;
 pub mod train;

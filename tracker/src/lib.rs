@@ -2,14 +2,18 @@
 //! TAO annotation format, and the synthetic video world whose ground truth
 //! is exact.
 
+pub mod annotate;
 pub mod coco;
 mod error;
+pub mod formats;
 pub mod kalman;
+pub mod pipeline;
 pub mod rng;
 pub mod synth;
 pub mod tao;
 pub mod tao_ow;
 pub mod tbd;
 pub mod training;
+pub mod update;
 
 pub use error::{Result, TrackerError};
