@@ -54,6 +54,12 @@ pub struct DetectorArgs {
     /// Continue from the checkpoint and optimiser state already in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Weight of the query-spread term (mean squared cosine similarity of
+    /// the step's query embeddings), which keeps a text tower trained from
+    /// scratch from merging queries that differ only in a hard attribute;
+    /// 0 turns it off.
+    #[arg(long, default_value_t = 1.0)]
+    pub query_spread: f64,
     /// Chance (0–1) that the grey padding OWLv2 adds to a non-square frame
     /// is filled with a band of another frame at the same scale, so that
     /// every patch sees content.
@@ -124,6 +130,7 @@ fn detector(args: DetectorArgs) -> Result<()> {
             total_steps: args.steps,
             weight_decay: args.weight_decay,
             clip_norm: args.clip,
+            query_spread: args.query_spread,
             ..TrainOptions::default()
         },
         seed: args.seed,

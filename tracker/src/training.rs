@@ -247,8 +247,11 @@ pub fn train_detector(
         .open(&log_path)
         .map_err(|e| TrackerError::io(&log_path, e))?;
     if trainer.step_count() == 0 {
-        writeln!(log, "step,learning_rate,total,class,l1,giou,objectness")
-            .map_err(|e| TrackerError::io(&log_path, e))?;
+        writeln!(
+            log,
+            "step,learning_rate,total,class,l1,giou,objectness,spread"
+        )
+        .map_err(|e| TrackerError::io(&log_path, e))?;
     }
 
     let (mut first, mut last) = (None, None);
@@ -297,14 +300,15 @@ pub fn train_detector(
         let losses = trainer.step(&batch, &queries)?;
         writeln!(
             log,
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6}",
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
             step + 1,
             job.options.learning_rate_at(step),
             losses.total,
             losses.class,
             losses.l1,
             losses.giou,
-            losses.objectness
+            losses.objectness,
+            losses.spread
         )
         .map_err(|e| TrackerError::io(&log_path, e))?;
         first.get_or_insert(losses);
@@ -359,7 +363,7 @@ pub fn plot_losses(log: &Path, png: &Path) -> Result<()> {
                 .filter_map(|v| v.parse::<f64>().ok())
                 .collect::<Vec<_>>()
         })
-        .filter(|r| r.len() == 7)
+        .filter(|r| r.len() == 8)
         .collect();
     let (w, h) = (900i32, 420i32);
     let (left, right, top, bottom) = (70, 170, 20, 40);
@@ -379,6 +383,7 @@ pub fn plot_losses(log: &Path, png: &Path) -> Result<()> {
         (4, "L1", [40, 120, 200]),
         (5, "GIoU", [40, 160, 60]),
         (6, "objectness", [200, 150, 0]),
+        (7, "query spread", [140, 60, 170]),
     ];
     let smooth = |column: usize| -> Vec<f64> {
         let mut out = Vec::with_capacity(rows.len());

@@ -24,6 +24,14 @@ pub struct TrainOptions {
     pub clip_norm: f64,
     pub focal: Focal,
     pub weights: MatchWeights,
+    /// Weight of the query-spread term: the mean squared cosine similarity
+    /// between the step's distinct query embeddings. From scratch, the text
+    /// tower first learns what tells most queries apart (colour, say) and
+    /// collapses queries that differ in a harder attribute (shape) onto one
+    /// direction; the image tower then gets no signal to tell them apart
+    /// either, and training sits on that saddle. Spreading the queries
+    /// breaks it. 0 turns it off (a pretrained text tower needs none).
+    pub query_spread: f64,
 }
 
 impl Default for TrainOptions {
@@ -36,6 +44,7 @@ impl Default for TrainOptions {
             clip_norm: 1.0,
             focal: Focal::default(),
             weights: MatchWeights::default(),
+            query_spread: 0.0,
         }
     }
 }
@@ -70,6 +79,8 @@ pub struct Losses {
     pub l1: f32,
     pub giou: f32,
     pub objectness: f32,
+    /// Mean squared cosine similarity of the step's query embeddings.
+    pub spread: f32,
 }
 
 pub struct Trainer {
@@ -81,6 +92,18 @@ pub struct Trainer {
     options: TrainOptions,
     step: usize,
     device: Device,
+}
+
+/// Mean squared cosine similarity over the distinct pairs of `queries` (Q, E).
+fn query_spread(queries: &Tensor) -> candle_core::Result<Tensor> {
+    let count = queries.dim(0)?;
+    if count < 2 {
+        return Tensor::new(0f32, queries.device());
+    }
+    let unit = queries.broadcast_div(&(crate::clip::l2_norm(queries)? + 1e-6)?)?;
+    let cosines = unit.matmul(&unit.t()?)?;
+    let off_diagonal = (cosines.sqr()?.sum_all()? - (unit.sqr()?.sum(1)?.sqr()?.sum_all()?))?;
+    off_diagonal / (count * (count - 1)) as f64
 }
 
 const BETA1: f64 = 0.9;
@@ -211,7 +234,13 @@ impl Trainer {
             objectness_value = loss.to_scalar::<f32>()?;
             total = (total + loss)?;
         }
+        let spread = query_spread(&text)?;
+        let spread_value = spread.to_scalar::<f32>()?;
+        if self.options.query_spread > 0.0 {
+            total = (total + (spread * self.options.query_spread)?)?;
+        }
         let losses = Losses {
+            spread: spread_value,
             total: total.to_scalar::<f32>()?,
             class: class.to_scalar::<f32>()?,
             l1: l1_value,
