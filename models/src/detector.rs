@@ -68,6 +68,19 @@ impl Detector {
         })
     }
 
+    /// A detector around a model built elsewhere (random weights for a
+    /// benchmark, say) and the tokenizer of its vocabulary.
+    pub fn from_model(model: OwlModel, tokenizer: ClipTokenizer) -> Result<Self> {
+        let config = model.config();
+        let preprocessor = Preprocessor::new(config.version, config.vision.image_size)?;
+        Ok(Detector {
+            model,
+            tokenizer,
+            preprocessor,
+            text_cache: HashMap::new(),
+        })
+    }
+
     pub fn model(&self) -> &OwlModel {
         &self.model
     }

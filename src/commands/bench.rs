@@ -24,6 +24,11 @@ pub enum BenchCommand {
     /// The TAO-OW evaluator (`owltrack eval`) on a generated workload of TAO
     /// val's size, optionally beside TrackEval on the same files.
     Eval(crate::commands::bench_eval::EvalBenchArgs),
+    /// Per-stage time per frame of `owltrack track` (decode, inference,
+    /// tracking, writing) and the pipeline's frames/s beside the model's
+    /// alone, for the built-in model and a published architecture with
+    /// random weights.
+    Track(crate::commands::bench_track::TrackBenchArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +104,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Decode(args) => decode(args),
         BenchCommand::Model(args) => crate::commands::bench_model::run(args),
         BenchCommand::Eval(args) => crate::commands::bench_eval::run(args),
+        BenchCommand::Track(args) => crate::commands::bench_track::run(args),
     }
 }
 

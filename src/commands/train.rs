@@ -65,6 +65,13 @@ pub struct DetectorArgs {
     /// every patch sees content.
     #[arg(long, default_value_t = 0.75, value_parser = parse_probability)]
     pub mosaic: f64,
+    /// Chance (0–1) that a frame is cropped to a part of itself and
+    /// enlarged (scale augmentation: objects up to --max-zoom times larger).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_probability)]
+    pub zoom: f64,
+    /// Largest enlargement of a zoomed frame.
+    #[arg(long, default_value_t = 2.5)]
+    pub max_zoom: f64,
     /// Folder with the CLIP vocabulary (vocab.json, merges.txt); default: the
     /// --init checkpoint's, else the built-in one.
     #[arg(long)]
@@ -138,6 +145,8 @@ fn detector(args: DetectorArgs) -> Result<()> {
         max_queries: args.max_queries,
         resume: args.resume,
         mosaic: args.mosaic,
+        zoom: args.zoom,
+        max_zoom: args.max_zoom,
     };
     let bar = progress::bar(Some(args.steps as u64), "steps");
     let summary = train_detector(&job, |step, losses| {

