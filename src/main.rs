@@ -44,6 +44,9 @@ enum Command {
     /// Measure owltrack against a named baseline on this machine.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Run a tracker over a benchmark dataset and score it.
+    #[command(subcommand)]
+    Benchmark(commands::benchmark::BenchmarkCommand),
     /// Render a synthetic video dataset with exact ground truth (TAO format).
     Synth(commands::synth::SynthArgs),
     /// Train models.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Track(args) => commands::track::run(*args),
         Command::EvalDetection(args) => commands::eval_detection::run(args),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Benchmark(command) => commands::benchmark::run(command),
         Command::Demo(args) => commands::demo::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Synth(args) => commands::synth::run(args),

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use owltrack_decoder::Source;
 use owltrack_models::Query;
+use owltrack_tracker::benchmark::image_ids_by_frame_index;
 use owltrack_tracker::formats::{TaoIds, TrackFormat};
 use owltrack_tracker::pipeline::{track_video, TrackJob};
 use owltrack_tracker::synth::{write_dataset, Outputs, SynthConfig};
@@ -64,8 +65,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .filter_map(|id| gt.categories.iter().find(|c| c.id == *id))
         .map(|c| c.name.clone())
         .collect();
-    let mut images: Vec<(u64, u64)> = gt.images.iter().map(|i| (i.frame_index, i.id)).collect();
-    images.sort_unstable();
     let tracks_path = args.out.join("tracks.json");
     let annotated = args.out.join("annotated.mp4");
     let job = TrackJob {
@@ -78,8 +77,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
             tracks_path.clone(),
             TrackFormat::Tao,
             TaoIds {
-                images: Some(images.iter().map(|i| i.1).collect()),
+                images: Some(image_ids_by_frame_index(&gt, video.id)),
                 video: video.id,
+                categories: Some(present.clone()),
             },
         )),
         annotate: Some(annotated.clone()),
@@ -150,12 +150,12 @@ fn per_query_owta(
     pred_path: &Path,
 ) -> Result<f64> {
     let mut total = 0.0;
-    for (query, &category) in categories.iter().enumerate() {
+    for &category in categories {
         let mut subset = gt.clone();
         subset.annotations.retain(|a| a.category_id == category);
         let mine: Vec<tao_ow::Prediction> = predictions
             .iter()
-            .filter(|p| p.category_id == Some(query as u64 + 1))
+            .filter(|p| p.category_id == Some(category))
             .cloned()
             .collect();
         let evaluation =

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod bench_eval;
 pub mod bench_model;
 pub mod bench_track;
+pub mod benchmark;
 pub mod demo;
 pub mod detect;
 pub mod eval;

@@ -44,9 +44,13 @@ impl TrackFormat {
 /// plain videos number their frames 1, 2, … in video 1.
 #[derive(Debug, Clone, Default)]
 pub struct TaoIds {
-    /// Image id of each frame index; None numbers frames from 1.
-    pub images: Option<Vec<u64>>,
+    /// Image id of each frame index (None for frames the dataset does not
+    /// list, which are left out); without it, frames are numbered from 1.
+    pub images: Option<Vec<Option<u64>>>,
     pub video: u64,
+    /// Category id of each query index; without it, query i is category
+    /// i + 1.
+    pub categories: Option<Vec<u64>>,
 }
 
 #[derive(Serialize)]
@@ -118,8 +122,8 @@ impl TrackFileWriter {
             TrackFormat::Tao => {
                 let image_id = match &self.ids.images {
                     Some(images) => match images.get(update.frame as usize) {
-                        Some(&id) => id,
-                        None => return Ok(()),
+                        Some(&Some(id)) => id,
+                        _ => return Ok(()),
                     },
                     None => update.frame + 1,
                 };
@@ -128,7 +132,11 @@ impl TrackFileWriter {
                     let row = TaoRow {
                         image_id,
                         video_id: self.ids.video,
-                        category_id: t.query.map_or(1, |q| q as u64 + 1),
+                        category_id: match (t.query, &self.ids.categories) {
+                            (Some(q), Some(ids)) => ids.get(q).copied().unwrap_or(q as u64 + 1),
+                            (Some(q), None) => q as u64 + 1,
+                            (None, _) => 1,
+                        },
                         bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]],
                         score: t.score,
                         track_id: t.id,
@@ -231,8 +239,9 @@ mod tests {
         let text = written(
             TrackFormat::Tao,
             TaoIds {
-                images: Some(vec![100, 101, 102, 103, 104]),
+                images: Some(vec![Some(100), None, Some(102), None, Some(104)]),
                 video: 7,
+                categories: Some(vec![31]),
             },
         );
         let rows: Vec<crate::tao_ow::Prediction> = serde_json::from_str(&text).unwrap();
@@ -240,9 +249,10 @@ mod tests {
         assert_eq!(rows[0].image_id, 100);
         assert_eq!(rows[2].image_id, 104);
         assert_eq!(rows[0].bbox, [10.0, 20.0, 30.0, 40.0]);
+        // Query 0 is category 31; a track without a query is category 1.
         assert_eq!(
             (rows[0].category_id, rows[1].category_id),
-            (Some(1), Some(1))
+            (Some(31), Some(1))
         );
         assert_eq!(rows[1].video_id, Some(7));
         assert_eq!(rows[1].track_id, 9);

@@ -3,6 +3,7 @@
 //! is exact.
 
 pub mod annotate;
+pub mod benchmark;
 pub mod coco;
 mod error;
 pub mod formats;
