@@ -379,14 +379,17 @@ pub fn evaluate(
     })
 }
 
+/// A validated prediction: track id, `[x, y, w, h]`, score.
+type Predicted = (i64, [f64; 4], f64);
+
 /// Predictions per image, validated, capped to the `max_dets` best.
 fn cap_predictions(
     predictions: &[Prediction],
     max_dets: usize,
     image_video: &HashMap<u64, u64>,
     pred_path: &Path,
-) -> Result<HashMap<u64, Vec<(i64, [f64; 4], f64)>>> {
-    let mut by_image: HashMap<u64, Vec<(i64, [f64; 4], f64)>> = HashMap::new();
+) -> Result<HashMap<u64, Vec<Predicted>>> {
+    let mut by_image: HashMap<u64, Vec<Predicted>> = HashMap::new();
     for (i, p) in predictions.iter().enumerate() {
         let what = |e: String| invalid(pred_path, format!("prediction {i}: {e}"));
         let Some(&video) = image_video.get(&p.image_id) else {
@@ -468,7 +471,7 @@ fn build_sequence(
     name: String,
     images: &[u64],
     gt_by_image: &HashMap<u64, Vec<(u64, [f64; 4])>>,
-    predicted_by_image: &HashMap<u64, Vec<(i64, [f64; 4], f64)>>,
+    predicted_by_image: &HashMap<u64, Vec<Predicted>>,
     not_exhaustive: bool,
 ) -> std::result::Result<Sequence, String> {
     let mut raw_frames = Vec::with_capacity(images.len());
@@ -653,9 +656,9 @@ fn evaluate_sequence(sequence: &Sequence) -> HotaScores {
             }
         }
     }
-    for a in 0..ALPHA_COUNT {
+    for (a, matches) in matches.iter().enumerate() {
         let (mut ass_a, mut ass_re, mut ass_pr) = (0.0, 0.0, 0.0);
-        for (i, &m) in matches[a].iter().enumerate() {
+        for (i, &m) in matches.iter().enumerate() {
             let (g, p) = (i / n_pr, i % n_pr);
             ass_a += m * (m / (gt_count[g] + pr_count[p] - m).max(1.0));
             ass_re += m * (m / gt_count[g].max(1.0));
