@@ -58,14 +58,7 @@ impl Detector {
         let checkpoint = Checkpoint::locate(spec)?;
         let model = checkpoint.load(device, dtype)?;
         let tokenizer = ClipTokenizer::from_dir(&checkpoint.dir)?;
-        let config = model.config();
-        let preprocessor = Preprocessor::new(config.version, config.vision.image_size)?;
-        Ok(Detector {
-            model,
-            tokenizer,
-            preprocessor,
-            text_cache: HashMap::new(),
-        })
+        Self::from_model(model, tokenizer)
     }
 
     /// A detector around a model built elsewhere (random weights for a
