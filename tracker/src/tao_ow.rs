@@ -844,7 +844,7 @@ pub fn generate_workload(shape: WorkloadShape) -> (TaoDataset, Vec<Prediction>) 
                 let (w, h) = (rng.range(5.0, 200.0), rng.range(5.0, 200.0));
                 predictions.push(Prediction {
                     image_id,
-                    category_id: None,
+                    category_id: Some(1),
                     bbox: [rng.range(0.0, 640.0 - w), rng.range(0.0, 480.0 - h), w, h],
                     score: rng.range(0.0, 0.6),
                     track_id: (1_000_000_000 + 1000 * image_id + emitted as u64) as i64,
