@@ -1,0 +1,176 @@
+//! `owltrack eval` and `owltrack benchmark tao-ow` through the binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+fn golden(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tracker/tests/fixtures/tao_ow")
+        .join(case)
+}
+
+#[test]
+fn json_report_matches_trackeval() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden("expected.json")).unwrap()).unwrap();
+    let case = &expected["cases"][1];
+    let name = case["name"].as_str().unwrap();
+    for subset in ["all", "known", "unknown"] {
+        let report = json_of(&owltrack(&[
+            "eval",
+            "--gt",
+            golden(name).join("gt.json").to_str().unwrap(),
+            "--pred",
+            golden(name).join("pred.json").to_str().unwrap(),
+            "--subset",
+            subset,
+            "--max-dets",
+            &case["max_dets"].to_string(),
+            "--per-video",
+            "--json",
+        ]));
+        let theirs = &case["subsets"][subset]["combined"];
+        for field in ["OWTA", "HOTA", "DetRe", "AssA"] {
+            let per_alpha = theirs[field].as_array().unwrap();
+            let mean =
+                per_alpha.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / per_alpha.len() as f64;
+            let ours = report["combined"]["mean"][field].as_f64().unwrap();
+            assert!(
+                (ours - mean).abs() < 1e-6,
+                "{subset} {field}: {ours} vs {mean}"
+            );
+        }
+        assert_eq!(
+            report["per_video"].as_array().unwrap().len(),
+            case["subsets"][subset]["per_video"]
+                .as_object()
+                .unwrap()
+                .len()
+        );
+    }
+    // The table names the subset and every headline metric.
+    let table = ok(owltrack(&[
+        "eval",
+        "--gt",
+        golden(name).join("gt.json").to_str().unwrap(),
+        "--pred",
+        golden(name).join("pred.json").to_str().unwrap(),
+    ]));
+    assert!(table.contains("subset all") && table.contains("OWTA") && table.contains("combined"));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = golden("case_00").join("gt.json");
+    let bad = dir.path().join("bad.json");
+    for (content, expected) in [
+        (
+            "[{\"image_id\": 101, \"bbox\": [0, 0, 1",
+            "not a TAO results list",
+        ),
+        (
+            "[{\"image_id\": 987654, \"bbox\": [0, 0, 1, 1], \"score\": 1, \"track_id\": 1}]",
+            "image 987654 is not in the ground truth",
+        ),
+        (
+            "[{\"image_id\": 101, \"bbox\": [0, 0, -1, 1], \"score\": 1, \"track_id\": 1}]",
+            "negative width or height",
+        ),
+        (
+            "[{\"image_id\": 101, \"bbox\": [0, 0, 1, 1], \"score\": 1, \"track_id\": -3}]",
+            "negative track id -3",
+        ),
+    ] {
+        std::fs::write(&bad, content).unwrap();
+        let run = owltrack(&[
+            "eval",
+            "--gt",
+            gt.to_str().unwrap(),
+            "--pred",
+            bad.to_str().unwrap(),
+        ]);
+        assert!(!run.status.success());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(expected), "{content}: {stderr}");
+    }
+    let run = owltrack(&[
+        "eval",
+        "--gt",
+        gt.to_str().unwrap(),
+        "--pred",
+        "/nonexistent.json",
+    ]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent.json"));
+}
+
+#[test]
+fn benchmark_runs_a_synthetic_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    ok(owltrack(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--videos",
+        "2",
+        "--frames",
+        "12",
+        "--seed",
+        "6060",
+        "--no-video",
+    ]));
+    let report = json_of(&owltrack(&[
+        "benchmark",
+        "tao-ow",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["frames"], 24);
+    let all = &report["evaluations"][0];
+    assert_eq!(all["subset"], "all");
+    assert!(out.join("predictions.json").is_file() && out.join("scores.json").is_file());
+    // The predictions score the same through `owltrack eval`.
+    let again = json_of(&owltrack(&[
+        "eval",
+        "--gt",
+        data.join("annotations.json").to_str().unwrap(),
+        "--pred",
+        out.join("predictions.json").to_str().unwrap(),
+        "--json",
+    ]));
+    let per_alpha = all["combined"]["OWTA"].as_array().unwrap();
+    let mean = per_alpha.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / per_alpha.len() as f64;
+    let owta = again["combined"]["mean"]["OWTA"].as_f64().unwrap();
+    assert!((owta - mean).abs() < 1e-12, "{owta} vs {mean}");
+
+    // A video whose frames are gone is reported; the exit status says so.
+    let frames = data.join("frames");
+    let first = std::fs::read_dir(&frames)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_dir_all(&first).unwrap();
+    let run = owltrack(&[
+        "benchmark",
+        "tao-ow",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("1 of 2 videos failed"), "{stderr}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("OWTA"));
+}
