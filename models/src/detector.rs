@@ -51,6 +51,18 @@ pub struct ImageResult {
     /// (N, Q) logits of the image's patches against the queries.
     pub logits: Tensor,
     pub detections: Vec<Detection>,
+    pub timings: StageTimings,
+}
+
+/// Where one image's time went (on the CPU; a GPU's asynchronous work is
+/// counted where it is waited for).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    pub preprocess: std::time::Duration,
+    pub backbone: std::time::Duration,
+    /// Box, class and objectness heads, logits against the queries, and
+    /// post-processing.
+    pub heads: std::time::Duration,
 }
 
 impl Detector {
@@ -139,10 +151,14 @@ impl Detector {
         queries: &Tensor,
         post: &PostProcess,
     ) -> Result<ImageResult> {
+        let started = std::time::Instant::now();
         let pixels = self
             .preprocessor
             .tensor(rgb, width, height, self.model.device())?;
-        let outputs = self.model.image_outputs(&pixels)?;
+        let preprocessed = std::time::Instant::now();
+        let tokens = self.model.backbone(&pixels)?;
+        let embedded = std::time::Instant::now();
+        let outputs = self.model.heads(tokens)?;
         let logits = self
             .model
             .class_logits(&outputs, queries, None)?
@@ -162,10 +178,16 @@ impl Detector {
             scale,
             (width, height),
         );
+        let timings = StageTimings {
+            preprocess: preprocessed - started,
+            backbone: embedded - preprocessed,
+            heads: embedded.elapsed(),
+        };
         Ok(ImageResult {
             outputs,
             logits,
             detections,
+            timings,
         })
     }
 }

@@ -181,6 +181,13 @@ impl OwlModel {
     /// Runs the image tower and every query-independent head on normalised
     /// pixels (B, 3, S, S).
     pub fn image_outputs(&self, pixels: &Tensor) -> Result<ImageOutputs> {
+        let tokens = self.backbone(pixels)?;
+        self.heads(tokens)
+    }
+
+    /// The image tower: merged patch tokens `layer_norm(patch ⊙ cls)`,
+    /// (B, N, D), what every head reads.
+    pub fn backbone(&self, pixels: &Tensor) -> Result<Tensor> {
         let size = self.config.vision.image_size;
         let (_, channels, height, width) = pixels.dims4()?;
         if channels != 3 || height != size || width != size {
@@ -196,10 +203,13 @@ impl OwlModel {
         // layer_norm(patch ⊙ class token)
         let class_token = hidden.narrow(1, 0, 1)?;
         let patches = hidden.narrow(1, 1, tokens - 1)?;
-        let merged = self
+        Ok(self
             .layer_norm
-            .forward(&patches.broadcast_mul(&class_token)?)?;
+            .forward(&patches.broadcast_mul(&class_token)?)?)
+    }
 
+    /// Box, class and objectness heads over the backbone's tokens.
+    pub fn heads(&self, merged: Tensor) -> Result<ImageOutputs> {
         let boxes = candle_nn::ops::sigmoid(
             &self
                 .box_head

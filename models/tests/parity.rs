@@ -202,8 +202,14 @@ fn post_processing_matches_the_reference_detections() {
                 .map(|b| [b[0], b[1], b[2], b[3]])
                 .collect();
             let scale = owltrack_models::box_scale(case.version, w, h);
-            let got =
-                PostProcess::reference().run(&flat, logits.dim(2).unwrap(), &boxes, scale, (w, h));
+            let got = PostProcess::reference().run(
+                &flat,
+                logits.dim(2).unwrap(),
+                &boxes,
+                None,
+                scale,
+                (w, h),
+            );
             // The reference keeps patch order; compare after sorting it the same way.
             let mut reference: Vec<(f32, usize, [f32; 4])> =
                 (0..want["scores"].as_array().unwrap().len())

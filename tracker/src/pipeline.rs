@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use owltrack_decoder::{Event, ReadOptions, Source, VideoReader};
-use owltrack_models::{Detector, PostProcess, Query, Tensor};
+use owltrack_models::{Detector, PostProcess, Query, StageTimings, Tensor};
 
 use crate::annotate::Annotator;
 use crate::error::{Result, TrackerError};
@@ -54,8 +54,14 @@ pub struct TrackSummary {
 pub struct StageTimes {
     /// Waiting for the decoder (what decoding costs beyond inference).
     pub decode_wait_ms: f64,
-    /// Preprocessing, backbone, heads and post-processing.
+    /// Preprocessing, backbone, heads and post-processing together.
     pub inference_ms: f64,
+    /// Resizing and normalising the frame.
+    pub preprocess_ms: f64,
+    /// The image tower.
+    pub backbone_ms: f64,
+    /// Box, class and objectness heads, logits and post-processing.
+    pub heads_ms: f64,
     /// Association and bookkeeping.
     pub tracking_ms: f64,
     /// Writing track files and the annotated video.
@@ -79,7 +85,7 @@ pub fn detect_for_tracking(
     queries: &Tensor,
     post: &PostProcess,
     label_score: f64,
-) -> Result<Vec<Detection>> {
+) -> Result<(Vec<Detection>, StageTimings)> {
     let result = detector.detect(rgb, width, height, queries, post)?;
     let embeddings = result
         .outputs
@@ -100,7 +106,7 @@ pub fn detect_for_tracking(
             embedding,
         });
     }
-    Ok(detections)
+    Ok((detections, result.timings))
 }
 
 /// Tracks `job.queries` through `source`; `progress(frames_done, total)`
@@ -180,6 +186,7 @@ pub fn track_video(
         .map_err(|e| TrackerError::InvalidOption(format!("cannot start the writer thread: {e}")))?;
 
     let (mut frames, mut decode_wait, mut inference) = (0u64, Duration::ZERO, Duration::ZERO);
+    let mut stages = StageTimings::default();
     let annotate = job.annotate.is_some();
     let mut failure = None;
     loop {
@@ -188,7 +195,7 @@ pub fn track_video(
         decode_wait += waited.elapsed();
         let Event::Frame(frame) = event else { continue };
         let inferred = Instant::now();
-        let detections = match detect_for_tracking(
+        let (detections, timings) = match detect_for_tracking(
             detector,
             &frame.rgb,
             (frame.width, frame.height),
@@ -203,6 +210,9 @@ pub fn track_video(
             }
         };
         inference += inferred.elapsed();
+        stages.preprocess += timings.preprocess;
+        stages.backbone += timings.backbone;
+        stages.heads += timings.heads;
         let detected = Detected {
             index: frame.index,
             pts: frame.pts,
@@ -235,6 +245,9 @@ pub fn track_video(
         stages: StageTimes {
             decode_wait_ms: per_frame(decode_wait),
             inference_ms: per_frame(inference),
+            preprocess_ms: per_frame(stages.preprocess),
+            backbone_ms: per_frame(stages.backbone),
+            heads_ms: per_frame(stages.heads),
             tracking_ms: per_frame(back.tracking),
             writing_ms: per_frame(back.writing),
         },
