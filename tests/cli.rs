@@ -94,20 +94,36 @@ fn bad_inputs_fail_with_a_clear_message() {
 }
 
 #[test]
-fn demo_writes_a_sample_video_and_probes_it() {
+fn demo_tracks_a_synthetic_video_with_the_builtin_model() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
-    let report = json_of(&owltrack(&[
+    let stdout = ok(owltrack(&[
         "demo",
         "--out",
         out.to_str().unwrap(),
         "--frames",
         "30",
     ]));
-    assert!(out.join("sample.mp4").is_file());
-    assert_eq!(report["frame_count"], 30);
-    assert_eq!(report["frame_count_exact"], true);
-    assert_eq!(report["width"], 640);
+    for line in [
+        "video",
+        "queries",
+        "tracked      30 frames",
+        "objects      OWTA",
+        "by query",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    let annotated = json_of(&owltrack(&[
+        "probe",
+        out.join("annotated.mp4").to_str().unwrap(),
+        "--count-frames",
+    ]));
+    assert_eq!(annotated["frame_count"], 30);
+    assert_eq!(annotated["width"], 640);
+    let tracks: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tracks.json")).unwrap()).unwrap();
+    assert!(tracks.iter().all(|t| t["track_id"].as_u64().is_some()));
+    assert!(out.join("annotations.json").is_file());
 }
 
 #[test]

@@ -42,7 +42,7 @@ impl TrackFormat {
 
 /// Maps a frame to the TAO image it is, when tracking a dataset's frames;
 /// plain videos number their frames 1, 2, … in video 1.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaoIds {
     /// Image id of each frame index (None for frames the dataset does not
     /// list, which are left out); without it, frames are numbered from 1.
@@ -51,6 +51,17 @@ pub struct TaoIds {
     /// Category id of each query index; without it, query i is category
     /// i + 1.
     pub categories: Option<Vec<u64>>,
+}
+
+impl Default for TaoIds {
+    /// A plain video: frames 1, 2, … of video 1, query i is category i + 1.
+    fn default() -> Self {
+        TaoIds {
+            images: None,
+            video: 1,
+            categories: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
