@@ -1,1 +1,6 @@
-//! placeholder
+//! The service's building blocks: live streams fanned out to many clients.
+//! (The HTTP and WebSocket front end is to come.)
+
+pub mod fanout;
+
+pub use fanout::{Delivery, Fanout, Subscription};
