@@ -72,6 +72,15 @@ pub struct DetectorArgs {
     /// Largest enlargement of a zoomed frame.
     #[arg(long, default_value_t = 2.5)]
     pub max_zoom: f64,
+    /// From scratch: the input's side in pixels instead of the
+    /// architecture's.
+    #[arg(long, conflicts_with = "init")]
+    pub image_size: Option<usize>,
+    /// From scratch: the patch side in pixels instead of the
+    /// architecture's (smaller patches see small objects' shapes better, at
+    /// the cost of more tokens).
+    #[arg(long, conflicts_with = "init")]
+    pub patch_size: Option<usize>,
     /// Folder with the CLIP vocabulary (vocab.json, merges.txt); default: the
     /// --init checkpoint's, else the built-in one.
     #[arg(long)]
@@ -96,7 +105,7 @@ fn detector(args: DetectorArgs) -> Result<()> {
     if let Some(threads) = args.threads.filter(|t| *t > 0) {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
-    let config = match &args.init {
+    let mut config = match &args.init {
         Some(dir) => {
             Checkpoint::from_dir(dir)
                 .with_context(|| format!("cannot use {} as --init", dir.display()))?
@@ -111,6 +120,16 @@ fn detector(args: DetectorArgs) -> Result<()> {
             )
         })?,
     };
+    if let Some(size) = args.image_size {
+        config.vision.image_size = size;
+    }
+    if let Some(patch) = args.patch_size {
+        config.vision.patch_size = patch;
+    }
+    let (size, patch) = (config.vision.image_size, config.vision.patch_size);
+    if patch == 0 || size % patch != 0 {
+        bail!("the image size {size} must be a multiple of the patch size {patch}");
+    }
     if args
         .init
         .as_ref()
