@@ -396,6 +396,23 @@ impl DetectionTracker {
     pub fn live_tracks(&self) -> usize {
         self.tracks.len()
     }
+
+    /// After the queries change: `map` gives each old query index its new
+    /// one, or None when the query is gone. Tracks of kept queries keep their
+    /// ids under the new index; tracks of removed queries end. Unlabelled
+    /// tracks (class-agnostic) stay.
+    pub fn relabel(&mut self, map: impl Fn(usize) -> Option<usize>) {
+        self.tracks.retain_mut(|track| match track.label {
+            None => true,
+            Some(old) => match map(old) {
+                Some(new) => {
+                    track.label = Some(new);
+                    true
+                }
+                None => false,
+            },
+        });
+    }
 }
 
 #[cfg(test)]
@@ -623,6 +640,24 @@ mod tests {
         );
         let red = r.iter().find(|r| r.corners[0] == 6.5).expect("matched");
         assert_eq!(red.id, 1);
+    }
+
+    #[test]
+    fn relabelling_keeps_the_tracks_of_kept_queries() {
+        let mut t = tracker();
+        t.update(
+            &[
+                det(0.0, 0.0, 0.9, 0, [1.0, 0.0]),
+                det(100.0, 0.0, 0.9, 1, [0.0, 1.0]),
+            ],
+            false,
+        );
+        // Query 0 is dropped; query 1 becomes query 0.
+        t.relabel(|old| (old == 1).then_some(0));
+        assert_eq!(t.live_tracks(), 1);
+        let r = t.update(&[det(101.0, 0.0, 0.9, 0, [0.0, 1.0])], false);
+        assert_eq!(ids(&r), vec![2]);
+        assert_eq!(r[0].label, Some(0));
     }
 
     #[test]
