@@ -72,6 +72,10 @@ pub struct DetectorArgs {
     /// Largest enlargement of a zoomed frame.
     #[arg(long, default_value_t = 2.5)]
     pub max_zoom: f64,
+    /// Stop after this many steps of the --steps-long schedule (its learning
+    /// rate keeps the --steps shape); the checkpoint is written then.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     /// From scratch: the input's side in pixels instead of the
     /// architecture's.
     #[arg(long, conflicts_with = "init")]
@@ -165,6 +169,7 @@ fn detector(args: DetectorArgs) -> Result<()> {
         resume: args.resume,
         mosaic: args.mosaic,
         zoom: args.zoom,
+        stop_after: args.stop_after,
         max_zoom: args.max_zoom,
     };
     let bar = progress::bar(Some(args.steps as u64), "steps");

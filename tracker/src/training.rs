@@ -41,6 +41,9 @@ pub struct DetectorTraining {
     pub zoom: f64,
     /// Largest enlargement of a zoomed frame.
     pub max_zoom: f64,
+    /// Stop after this many steps of the `steps`-long schedule (a stage of
+    /// a longer run, continued elsewhere with `init`).
+    pub stop_after: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -319,15 +322,19 @@ pub fn train_detector(
     }
 
     let (mut first, mut last) = (None, None);
-    while trainer.step_count() < job.steps {
+    let last_step = job.stop_after.map_or(job.steps, |stop| stop.min(job.steps));
+    while trainer.step_count() < last_step {
         let step = trainer.step_count();
         // The batch of step n depends only on (seed, n): resuming replays it.
         let mut rng = Pcg::new(job.seed, step as u64 + 1);
         let mut batch_examples = Vec::with_capacity(job.batch);
         for _ in 0..job.batch {
             let example = &examples[rng.below(examples.len())];
+            // Without zoom no numbers are drawn for it, so a run with
+            // `zoom = 0` samples exactly the batches it sampled before zoom
+            // existed.
             let mut zoom = || {
-                rng.chance(job.zoom).then(|| Zoom {
+                (job.zoom > 0.0 && rng.chance(job.zoom)).then(|| Zoom {
                     factor: rng.range(1.0, job.max_zoom.max(1.0)),
                     at: (rng.unit(), rng.unit()),
                 })
@@ -386,7 +393,7 @@ pub fn train_detector(
         last = Some(losses);
         on_step(step + 1, &losses);
         let done = trainer.step_count();
-        if done % job.save_every.max(1) == 0 || done == job.steps {
+        if done % job.save_every.max(1) == 0 || done == last_step {
             save_checkpoint(&trainer, job)?;
         }
     }
