@@ -305,17 +305,7 @@ fn run(
             }
         };
         let reports = tracker.update(&detections, false);
-        let tracks: Vec<TrackedObject> = reports
-            .iter()
-            .map(|r| TrackedObject {
-                id: r.id,
-                label: r.label.and_then(|l| queries.get(l).cloned()),
-                query: r.label,
-                score: r.score,
-                corners: r.corners,
-                state: r.state,
-            })
-            .collect();
+        let tracks = TrackedObject::from_reports(&reports, &queries);
         let latency = frame.decoded_at.elapsed();
         publish(
             &fanout,

@@ -308,16 +308,6 @@ fn to_update(frame: u64, pts: f64, reports: &[TrackReport], names: &[String]) ->
     TrackUpdate {
         frame,
         pts,
-        tracks: reports
-            .iter()
-            .map(|r| TrackedObject {
-                id: r.id,
-                label: r.label.and_then(|l| names.get(l).cloned()),
-                query: r.label,
-                score: r.score,
-                corners: r.corners,
-                state: r.state,
-            })
-            .collect(),
+        tracks: TrackedObject::from_reports(reports, names),
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tbd::TrackState;
+use crate::tbd::{TrackReport, TrackState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackUpdate {
@@ -28,4 +28,21 @@ pub struct TrackedObject {
     #[serde(rename = "box")]
     pub corners: [f64; 4],
     pub state: TrackState,
+}
+
+impl TrackedObject {
+    /// The tracker's reports for one frame, labelled with the query texts.
+    pub fn from_reports(reports: &[TrackReport], names: &[String]) -> Vec<Self> {
+        reports
+            .iter()
+            .map(|r| TrackedObject {
+                id: r.id,
+                label: r.label.and_then(|l| names.get(l).cloned()),
+                query: r.label,
+                score: r.score,
+                corners: r.corners,
+                state: r.state,
+            })
+            .collect()
+    }
 }
