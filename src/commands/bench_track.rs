@@ -9,7 +9,9 @@ use clap::Args;
 use owltrack_decoder::{Event, ReadOptions, Source, VideoReader, DEFAULT_FOLDER_FPS};
 use owltrack_models::{random_model, ClipTokenizer, DType, Detector, Device, OwlConfig, Query};
 use owltrack_tracker::formats::{TaoIds, TrackFormat};
-use owltrack_tracker::pipeline::{detect_for_tracking, track_video, TrackJob};
+use owltrack_tracker::pipeline::{
+    detect_for_tracking, track_video, tracking_post_process, TrackJob,
+};
 use owltrack_tracker::synth::{categories, write_dataset, Outputs, SynthConfig};
 use owltrack_tracker::tbd::TrackerConfig;
 use serde::Serialize;
@@ -186,14 +188,7 @@ fn measure(
     }
     let embeddings = detector.embed_queries(queries)?;
     let config = TrackerConfig::default();
-    let post = owltrack_models::PostProcess {
-        threshold: config.low_score as f32,
-        nms_iou: 0.5,
-        top_k: 100,
-        clip: true,
-        all_queries: false,
-        objectness: false,
-    };
+    let post = tracking_post_process(&config, 0.5);
     let started = Instant::now();
     for frame in &frames {
         detect_for_tracking(

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use owltrack_decoder::{Event, Pacing, ReadOptions, Received, Source, VideoReader};
-use owltrack_models::{Detector, PostProcess, Query};
-use owltrack_tracker::pipeline::detect_for_tracking;
+use owltrack_models::{Detector, Query};
+use owltrack_tracker::pipeline::{detect_for_tracking, tracking_post_process};
 use owltrack_tracker::tbd::{DetectionTracker, TrackerConfig};
 use owltrack_tracker::update::TrackedObject;
 use serde::Serialize;
@@ -209,14 +209,7 @@ fn run(
     fanout: Fanout<Arc<str>>,
     status: Arc<Mutex<SessionStatus>>,
 ) {
-    let post = PostProcess {
-        threshold: config.tracker.low_score as f32,
-        nms_iou: config.nms_iou,
-        top_k: 100,
-        clip: true,
-        all_queries: false,
-        objectness: config.tracker.class_agnostic,
-    };
+    let post = tracking_post_process(&config.tracker, config.nms_iou);
     let mut queries = config.queries.clone();
     let mut version = 1u64;
     let embed = |queries: &[String]| -> Result<owltrack_models::Tensor, String> {

@@ -76,6 +76,20 @@ struct Detected {
     detections: Vec<Detection>,
 }
 
+/// How a tracker wants a frame's detections: everything down to its low
+/// score, NMS per query (across queries when class-agnostic, ranked by
+/// objectness), at most 100.
+pub fn tracking_post_process(tracker: &TrackerConfig, nms_iou: f32) -> PostProcess {
+    PostProcess {
+        threshold: tracker.low_score as f32,
+        nms_iou,
+        top_k: 100,
+        clip: true,
+        all_queries: false,
+        objectness: tracker.class_agnostic,
+    }
+}
+
 /// Detections of one frame in the tracker's terms: boxes, scores, labels and
 /// each patch's normalised class embedding as its appearance.
 pub fn detect_for_tracking(
@@ -126,14 +140,7 @@ pub fn track_video(
     let tracker =
         DetectionTracker::new(job.tracker.clone()).map_err(TrackerError::InvalidOption)?;
     let embeddings = detector.embed_queries(&job.queries)?;
-    let post = PostProcess {
-        threshold: job.tracker.low_score as f32,
-        nms_iou: job.nms_iou,
-        top_k: 100,
-        clip: true,
-        all_queries: false,
-        objectness: job.tracker.class_agnostic,
-    };
+    let post = tracking_post_process(&job.tracker, job.nms_iou);
     if post.objectness && detector.model().config().version == owltrack_models::OwlVersion::V1 {
         return Err(TrackerError::InvalidOption(
             "class-agnostic tracking needs an OWLv2 model (OWL-ViT has no objectness head)".into(),
