@@ -12,6 +12,58 @@ use serde_json::Value;
 /// OWTA 0.461 on this clip; the guard sits below it.
 const MIN_OWTA: f64 = 0.4;
 
+/// Measured likewise: 1 ID switch on this clip.
+const MAX_ID_SWITCHES: usize = 3;
+
+/// ID switches as CLEAR-MOT counts them, simply: following each ground-truth
+/// track through its frames, every change of the predicted id covering it
+/// (IoU ≥ 0.5, best IoU) counts one.
+fn id_switches(gt: &Path, tracks: &Path) -> usize {
+    let gt: Value = serde_json::from_str(&std::fs::read_to_string(gt).unwrap()).unwrap();
+    let predictions: Value =
+        serde_json::from_str(&std::fs::read_to_string(tracks).unwrap()).unwrap();
+    let boxes = |v: &Value| -> [f64; 4] {
+        let b: Vec<f64> = v["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+    };
+    let iou = |a: [f64; 4], b: [f64; 4]| {
+        let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+        let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+        let i = w * h;
+        i / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i)
+    };
+    let mut last: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut switches = 0;
+    let mut annotations: Vec<&Value> = gt["annotations"].as_array().unwrap().iter().collect();
+    annotations.sort_by_key(|a| a["image_id"].as_u64().unwrap());
+    for a in annotations {
+        let image = a["image_id"].as_u64();
+        let best = predictions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["image_id"].as_u64() == image)
+            .map(|p| (iou(boxes(a), boxes(p)), p["track_id"].as_u64().unwrap()))
+            .filter(|(overlap, _)| *overlap >= 0.5)
+            .max_by(|x, y| x.0.total_cmp(&y.0));
+        if let Some((_, id)) = best {
+            let track = a["track_id"].as_u64().unwrap();
+            if last
+                .insert(track, id)
+                .is_some_and(|previous| previous != id)
+            {
+                switches += 1;
+            }
+        }
+    }
+    switches
+}
+
 /// One synthetic video (MP4) with its ground truth; returns the video's path
 /// and the names of the categories it shows.
 fn synthetic_clip(dir: &Path, seed: &str, frames: &str) -> (String, Vec<String>) {
@@ -98,8 +150,10 @@ fn tracks_held_out_video_and_scores_on_tao_ow() {
         "--json",
     ]));
     let owta = report["combined"]["mean"]["OWTA"].as_f64().unwrap();
-    eprintln!("OWTA {owta:.3} on a held-out clip");
+    let switches = id_switches(&dir.path().join("annotations.json"), &tracks);
+    eprintln!("OWTA {owta:.3}, {switches} ID switches on a held-out clip");
     assert!(owta >= MIN_OWTA, "OWTA {owta} below the guard {MIN_OWTA}");
+    assert!(switches <= MAX_ID_SWITCHES, "{switches} ID switches");
 
     // The annotated video has the input's frames and size.
     let probe = json_of(&owltrack(&[
