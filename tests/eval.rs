@@ -94,8 +94,7 @@ fn bad_inputs_get_clear_errors() {
             "--pred",
             bad.to_str().unwrap(),
         ]);
-        assert!(!run.status.success());
-        let stderr = String::from_utf8_lossy(&run.stderr);
+        let stderr = error_of(&run);
         assert!(stderr.contains(expected), "{content}: {stderr}");
     }
     let run = owltrack(&[
@@ -105,7 +104,7 @@ fn bad_inputs_get_clear_errors() {
         "--pred",
         "/nonexistent.json",
     ]);
-    assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent.json"));
+    assert!(error_of(&run).contains("/nonexistent.json"));
 }
 
 #[test]
@@ -169,8 +168,7 @@ fn benchmark_runs_a_synthetic_dataset() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stderr = error_of(&run);
     assert!(stderr.contains("1 of 2 videos failed"), "{stderr}");
     assert!(String::from_utf8_lossy(&run.stdout).contains("OWTA"));
 }

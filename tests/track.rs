@@ -235,12 +235,8 @@ fn a_folder_of_videos_survives_a_bad_file() {
         ],
         &names,
     );
-    let run = owltrack(&args);
-    assert!(
-        !run.status.success(),
-        "a failed input makes the exit code say so"
-    );
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    // A failed input makes the exit status say so.
+    let stderr = error_of(&owltrack(&args));
     assert!(stderr.contains("b.mp4: failed"), "{stderr}");
     assert!(stderr.contains("1 of 3 inputs failed"), "{stderr}");
     assert!(out.join("a.jsonl").is_file() && out.join("c.jsonl").is_file());
@@ -270,9 +266,7 @@ fn bad_arguments_are_refused_clearly() {
             "no file matches",
         ),
     ] {
-        let run = owltrack(&args);
-        assert!(!run.status.success());
-        let stderr = String::from_utf8_lossy(&run.stderr);
+        let stderr = error_of(&owltrack(&args));
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }

@@ -34,3 +34,13 @@ pub fn json_of(output: &Output) -> Value {
     );
     serde_json::from_slice(&output.stdout).expect("stdout is JSON")
 }
+
+/// Standard error of a run that must have failed.
+pub fn error_of(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "owltrack succeeded where it should fail: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
