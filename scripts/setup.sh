@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what owltrack needs to build and test on Debian/Ubuntu: FFmpeg and
 # OpenCV development packages, clang for their bindings, the ffmpeg CLI used
-# by tests and benchmarks, and a Rust toolchain if none is present.
+# by tests and benchmarks, Chromium and ChromeDriver for the viewer page's
+# browser test, and a Rust toolchain if none is present.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ packages=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
   libavfilter-dev libavdevice-dev ffmpeg
   libopencv-dev
+  chromium chromium-driver
 )
 
 missing=()

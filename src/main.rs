@@ -57,6 +57,12 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Run the built-in demonstration on a sample video it generates.
     Demo(commands::demo::DemoArgs),
+    /// Serve live streams: REST control (/v1/streams), tracks over
+    /// WebSocket, Prometheus metrics, an OpenAPI document and a viewer page.
+    Serve(Box<commands::serve::ServeArgs>),
+    /// A synthetic live camera: a synthetic video looped as MJPEG over HTTP,
+    /// a stand-in for an IP camera when trying `serve`.
+    Camera(commands::camera::CameraArgs),
 }
 
 /// Keeps freed tensor buffers in the heap instead of handing them back to
@@ -85,6 +91,8 @@ fn main() -> ExitCode {
         Command::Bench(command) => commands::bench::run(command),
         Command::Benchmark(command) => commands::benchmark::run(command),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Serve(args) => commands::serve::run(*args),
+        Command::Camera(args) => commands::camera::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Train(command) => commands::train::run(command),

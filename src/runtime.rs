@@ -92,3 +92,13 @@ pub fn builtin_model() -> std::path::PathBuf {
                 .join("models/builtin/owltrack-tiny")
         })
 }
+
+/// The async runtime of the network commands (`serve`, `camera`, `bench
+/// serve`): two workers are plenty for sockets beside the model's threads.
+pub fn async_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -124,3 +124,54 @@ fn synth_train_resume_detect_and_evaluate() {
         );
     }
 }
+
+#[test]
+fn fine_tunes_the_builtin_model_stored_in_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("tuned");
+    ok(owltrack(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--videos",
+        "1",
+        "--frames",
+        "3",
+        "--no-video",
+    ]));
+    let builtin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin/owltrack-tiny");
+    let summary: Value = serde_json::from_str(&ok(owltrack(&[
+        "train",
+        "detector",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        builtin.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(summary["steps"], 1);
+    // Fine-tuning starts from the checkpoint: its first loss is the trained
+    // model's (around 1), not a fresh model's (around 4).
+    let log = std::fs::read_to_string(out.join("losses.csv")).unwrap();
+    let first_total: f64 = log
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first_total < 2.5,
+        "first loss {first_total}: the weights were not loaded"
+    );
+}

@@ -271,13 +271,16 @@ impl VideoInput {
         counters: &Counters,
         mut on_frame: impl FnMut(&AvFrame, Option<f64>) -> Flow,
     ) -> PumpEnd {
-        let mut packet = Packet::empty();
         let mut decoded = AvFrame::empty();
         let mut consecutive_errors = 0;
         loop {
             if watchdog.stopped() {
                 return PumpEnd::Stopped;
             }
+            // A fresh packet each time: `av_read_frame` overwrites a packet
+            // without releasing the buffer it held, so reusing one leaks
+            // every packet read (megabytes a minute on a camera).
+            let mut packet = Packet::empty();
             watchdog.arm(read_timeout);
             let read = packet.read(&mut self.input);
             let timed_out = watchdog.deadline_fired();
@@ -382,6 +385,23 @@ fn open_format(
     let mut options = Dictionary::new();
     let micros = settings.read_timeout.as_micros().to_string();
     let mut input_format = std::ptr::null();
+    // Which of FFmpeg's protocols a source may reach, itself and through what
+    // it references (HLS playlists, RTSP's data channels, ffconcat lists): a
+    // playlist served over HTTP must not make FFmpeg read local files, nor a
+    // local file make it connect anywhere.
+    let whitelist = match source {
+        Source::Network { protocol, .. } => match protocol {
+            NetworkProtocol::Rtsp => Some("rtsp,rtsps,rtp,srtp,udp,tcp,tls"),
+            NetworkProtocol::Rtmp => Some("rtmp,rtmps,rtmpt,rtmpts,tcp,tls"),
+            NetworkProtocol::Http => Some("http,https,tcp,tls,crypto,httpproxy"),
+            NetworkProtocol::Socket => Some("udp,rtp,srtp,srt,tcp,tls"),
+        },
+        Source::File { .. } => Some("file,crypto"),
+        Source::Device { .. } | Source::FrameFolder { .. } => None,
+    };
+    if let Some(whitelist) = whitelist {
+        options.set("protocol_whitelist", whitelist);
+    }
     match source {
         Source::Network { protocol, .. } => {
             match protocol {

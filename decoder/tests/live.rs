@@ -356,6 +356,76 @@ fn progressive_mp4_over_http_plays_to_a_clean_end() {
     }
 }
 
+/// Frames a source delivers within ten seconds, reconnects off: an open
+/// that fails delivers none.
+fn frames_within_ten_seconds(input: &str) -> usize {
+    let options = ReadOptions {
+        open_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        reconnect: ReconnectPolicy {
+            enabled: false,
+            ..ReconnectPolicy::default()
+        },
+        ..ReadOptions::default()
+    };
+    let Ok(mut reader) = VideoReader::open(Source::parse(input, 30.0).unwrap(), options) else {
+        return 0;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut frames = 0;
+    while Instant::now() < deadline {
+        match reader.recv_timeout(Duration::from_millis(200)) {
+            Received::Event(Event::Frame(_)) => frames += 1,
+            Received::Ended => break,
+            _ => {}
+        }
+    }
+    frames
+}
+
+#[test]
+fn playlists_cannot_reach_other_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("src.mp4");
+    write_indexed_video(&mp4, 64, 48, 50, 25.0);
+    let segment = dir.path().join("segment.ts");
+    ffmpeg(&[
+        "-i",
+        mp4.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "mpegts",
+        segment.to_str().unwrap(),
+    ]);
+    let playlist = |uri: &str| {
+        format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{uri}\n#EXT-X-ENDLIST\n")
+    };
+
+    // A playlist served over HTTP that names a local file.
+    let served = tempfile::tempdir().unwrap();
+    let local_uri = format!("file:{}", segment.display());
+    std::fs::write(served.path().join("index.m3u8"), playlist(&local_uri)).unwrap();
+    let server = FileServer::start(served.path(), content_type_by_extension);
+    assert_eq!(frames_within_ten_seconds(&server.url("index.m3u8")), 0);
+
+    // A local playlist that names a host: nothing connects to it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let remote_uri = format!("http://{}/segment.ts", listener.local_addr().unwrap());
+    let local = dir.path().join("index.m3u8");
+    std::fs::write(&local, playlist(&remote_uri)).unwrap();
+    assert_eq!(frames_within_ten_seconds(local.to_str().unwrap()), 0);
+    assert!(
+        listener.accept().is_err(),
+        "a local playlist made FFmpeg connect to a host"
+    );
+
+    // The same local playlist naming the segment beside it plays.
+    std::fs::write(&local, playlist("segment.ts")).unwrap();
+    assert!(frames_within_ten_seconds(local.to_str().unwrap()) > 0);
+}
+
 #[test]
 fn hls_playlist_plays_every_segment() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,10 @@
 //! Finding and loading checkpoints: a local folder in the hub layout, or a
 //! hub id resolved through the Hugging Face cache (downloading when online).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::OwlConfig;
@@ -87,21 +88,7 @@ impl Checkpoint {
     /// loading converts back). Config and tokenizer files are copied as
     /// they are.
     pub fn export(&self, out: &Path, dtype: DType) -> Result<usize> {
-        let mut tensors = std::collections::HashMap::new();
-        match &self.weights {
-            Weights::Safetensors(files) => {
-                for file in files {
-                    let loaded = candle_core::safetensors::load(file, &Device::Cpu)
-                        .map_err(|e| self.checkpoint_error(e.to_string()))?;
-                    tensors.extend(loaded);
-                }
-            }
-            Weights::Pickle(file) => {
-                let loaded = candle_core::pickle::read_all(file)
-                    .map_err(|e| self.checkpoint_error(e.to_string()))?;
-                tensors.extend(loaded);
-            }
-        }
+        let mut tensors = self.tensors()?;
         for tensor in tensors.values_mut() {
             if tensor.dtype().is_float() {
                 *tensor = tensor.to_dtype(dtype)?;
@@ -123,7 +110,27 @@ impl Checkpoint {
         Ok(tensors.len())
     }
 
-    fn checkpoint_error(&self, reason: String) -> ModelError {
+    /// Every tensor of the checkpoint, read into memory on the CPU as stored.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut tensors = HashMap::new();
+        match &self.weights {
+            Weights::Safetensors(files) => {
+                for file in files {
+                    let loaded = candle_core::safetensors::load(file, &Device::Cpu)
+                        .map_err(|e| self.checkpoint_error(e.to_string()))?;
+                    tensors.extend(loaded);
+                }
+            }
+            Weights::Pickle(file) => {
+                let loaded = candle_core::pickle::read_all(file)
+                    .map_err(|e| self.checkpoint_error(e.to_string()))?;
+                tensors.extend(loaded);
+            }
+        }
+        Ok(tensors)
+    }
+
+    pub(crate) fn checkpoint_error(&self, reason: String) -> ModelError {
         let path = match &self.weights {
             Weights::Safetensors(files) => {
                 files.first().cloned().unwrap_or_else(|| self.dir.clone())

@@ -44,6 +44,18 @@ pub struct Detector {
     text_cache: HashMap<String, Tensor>,
 }
 
+/// One image of a batch, with the queries and post-processing it is
+/// detected with.
+#[derive(Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub rgb: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    /// Query embeddings (Q, E) from [`Detector::embed_queries`].
+    pub queries: &'a Tensor,
+    pub post: &'a PostProcess,
+}
+
 /// What one image gives: every query-independent output, the logits of the
 /// current queries, and the detections after post-processing.
 pub struct ImageResult {
@@ -151,43 +163,80 @@ impl Detector {
         queries: &Tensor,
         post: &PostProcess,
     ) -> Result<ImageResult> {
+        let mut results = self.detect_batch(&[BatchItem {
+            rgb,
+            width,
+            height,
+            queries,
+            post,
+        }])?;
+        results
+            .pop()
+            .ok_or_else(|| ModelError::InvalidInput("no image was detected".into()))
+    }
+
+    /// Detects in several images at once, each with its own queries and
+    /// post-processing: one backbone pass over the whole batch, which keeps
+    /// more cores busy than one image does when several streams share a
+    /// model. Every result carries the batch's stage timings.
+    pub fn detect_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<ImageResult>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let started = std::time::Instant::now();
-        let pixels = self
-            .preprocessor
-            .tensor(rgb, width, height, self.model.device())?;
+        let pixels = items
+            .iter()
+            .map(|item| {
+                self.preprocessor
+                    .tensor(item.rgb, item.width, item.height, self.model.device())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pixels = Tensor::cat(&pixels, 0)?;
         let preprocessed = std::time::Instant::now();
         let tokens = self.model.backbone(&pixels)?;
         let embedded = std::time::Instant::now();
-        let outputs = self.model.heads(tokens)?;
-        let logits = self
-            .model
-            .class_logits(&outputs, queries, None)?
-            .squeeze(0)?;
-        let boxes = outputs.boxes_of(0)?;
-        let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let scale = box_scale(self.model.config().version, width, height);
-        let objectness: Option<Vec<f32>> = match (&outputs.objectness, post.objectness) {
-            (Some(o), true) => Some(o.get(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?),
-            _ => None,
-        };
-        let detections = post.run(
-            &flat,
-            logits.dim(1)?,
-            &boxes,
-            objectness.as_deref(),
-            scale,
-            (width, height),
-        );
+        let batch = self.model.heads(tokens)?;
+        let mut results = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let outputs = if items.len() == 1 {
+                batch.clone()
+            } else {
+                batch.select(index)?
+            };
+            let logits = self
+                .model
+                .class_logits(&outputs, item.queries, None)?
+                .squeeze(0)?;
+            let boxes = outputs.boxes_of(0)?;
+            let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            let scale = box_scale(self.model.config().version, item.width, item.height);
+            let objectness: Option<Vec<f32>> = match (&outputs.objectness, item.post.objectness) {
+                (Some(o), true) => Some(o.get(0)?.to_dtype(DType::F32)?.to_vec1()?),
+                _ => None,
+            };
+            let detections = item.post.run(
+                &flat,
+                logits.dim(1)?,
+                &boxes,
+                objectness.as_deref(),
+                scale,
+                (item.width, item.height),
+            );
+            results.push(ImageResult {
+                outputs,
+                logits,
+                detections,
+                timings: StageTimings::default(),
+            });
+        }
         let timings = StageTimings {
             preprocess: preprocessed - started,
             backbone: embedded - preprocessed,
             heads: embedded.elapsed(),
         };
-        Ok(ImageResult {
-            outputs,
-            logits,
-            detections,
-            timings,
-        })
+        for result in &mut results {
+            result.timings = timings;
+        }
+        Ok(results)
     }
 }

@@ -21,7 +21,7 @@ pub use candle_core::{DType, Device, Tensor};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, OwlConfig, TextConfig, VisionConfig, ARCHITECTURES};
 pub use detect::{Detection, PostProcess};
-pub use detector::{Detector, ImageResult, Query, StageTimings};
+pub use detector::{BatchItem, Detector, ImageResult, Query, StageTimings};
 pub use error::{ModelError, Result};
 pub use owl::{random_model, ImageOutputs, OwlModel};
 pub use preprocess::{box_scale, OwlVersion, Preprocessor};

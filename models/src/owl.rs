@@ -80,6 +80,20 @@ impl ImageOutputs {
             .collect())
     }
 
+    /// The outputs of image `index` alone, as a batch of one.
+    pub fn select(&self, index: usize) -> candle_core::Result<ImageOutputs> {
+        let one = |t: &Tensor| t.narrow(0, index, 1);
+        Ok(ImageOutputs {
+            tokens: one(&self.tokens)?,
+            grid: self.grid,
+            boxes: one(&self.boxes)?,
+            class_embeds: one(&self.class_embeds)?,
+            logit_shift: one(&self.logit_shift)?,
+            logit_scale: one(&self.logit_scale)?,
+            objectness: self.objectness.as_ref().map(one).transpose()?,
+        })
+    }
+
     /// Class embeddings divided by their norm (+1e-6), as the class head
     /// compares them: the appearance descriptor trackers use.
     pub fn normalized_class_embeds(&self) -> candle_core::Result<Tensor> {

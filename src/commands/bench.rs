@@ -29,6 +29,11 @@ pub enum BenchCommand {
     /// alone, for the built-in model and a published architecture with
     /// random weights.
     Track(crate::commands::bench_track::TrackBenchArgs),
+    /// The service under load: N streams from synthetic live cameras faster
+    /// than the model, M WebSocket clients each, over loopback; frames/s,
+    /// end-to-end latency p50/p99, dropped frames and resident memory per
+    /// interval, beside the model alone on the same frames.
+    Serve(crate::commands::bench_serve::ServeBenchArgs),
 }
 
 #[derive(Args)]
@@ -105,6 +110,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Model(args) => crate::commands::bench_model::run(args),
         BenchCommand::Eval(args) => crate::commands::bench_eval::run(args),
         BenchCommand::Track(args) => crate::commands::bench_track::run(args),
+        BenchCommand::Serve(args) => crate::commands::bench_serve::run(args),
     }
 }
 

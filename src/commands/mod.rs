@@ -1,14 +1,17 @@
 pub mod bench;
 pub mod bench_eval;
 pub mod bench_model;
+pub mod bench_serve;
 pub mod bench_track;
 pub mod benchmark;
+pub mod camera;
 pub mod demo;
 pub mod detect;
 pub mod eval;
 pub mod eval_detection;
 pub mod export;
 pub mod probe;
+pub mod serve;
 pub mod synth;
 pub mod track;
 pub mod train;

@@ -34,7 +34,7 @@ pub struct SynthArgs {
     pub no_frames: bool,
 }
 
-fn parse_size(text: &str) -> Result<(u32, u32), String> {
+pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let (w, h) = text
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("size {text:?} is not WIDTHxHEIGHT"))?;

@@ -3,18 +3,21 @@
 //! JSON message to the stream's subscribers; queries can change while it
 //! runs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use owltrack_decoder::{Event, Pacing, ReadOptions, Received, Source, VideoReader};
-use owltrack_models::{Detector, Query};
-use owltrack_tracker::pipeline::{detect_for_tracking, tracking_post_process};
+use owltrack_decoder::{image, Event, Pacing, ReadOptions, Received, Source, VideoReader};
+use owltrack_models::Query;
+use owltrack_tracker::pipeline::tracking_post_process;
 use owltrack_tracker::tbd::{DetectionTracker, TrackerConfig};
 use owltrack_tracker::update::TrackedObject;
 use serde::Serialize;
 
-use crate::fanout::{Fanout, Subscription};
+use crate::fanout::{Delivery, Fanout, Subscription};
+use crate::inference::{FrameRequest, Inference};
+use crate::metrics::Histogram;
 
 /// How long the session waits for a frame before it looks at its controls.
 const POLL: Duration = Duration::from_millis(100);
@@ -22,16 +25,41 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub source: Source,
-    pub queries: Vec<String>,
+    pub queries: Vec<Query>,
     pub tracker: TrackerConfig,
     pub nms_iou: f32,
+    /// In class-agnostic mode, the query score a box needs to get a label.
+    pub label_score: f64,
     /// Read a file no faster than its own clock, as a camera would send it.
     pub native_rate: bool,
+    /// Process every frame, waiting for inference (a file then gives the same
+    /// tracks as `owltrack track`); otherwise the newest frame wins.
+    pub every_frame: bool,
     /// Messages a subscriber may fall behind before it skips ahead.
     pub subscriber_buffer: usize,
+    /// JPEG quality of the frames sent to subscribers that ask for them.
+    pub jpeg_quality: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl SessionConfig {
+    /// A live session on `source` with the tracker's and the service's
+    /// defaults.
+    pub fn new(source: Source, queries: Vec<Query>) -> Self {
+        SessionConfig {
+            source,
+            queries,
+            tracker: TrackerConfig::default(),
+            nms_iou: 0.5,
+            label_score: 0.1,
+            native_rate: false,
+            every_frame: false,
+            subscriber_buffer: 64,
+            jpeg_quality: 75,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
     Starting,
@@ -41,7 +69,7 @@ pub enum SessionState {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionStatus {
     pub state: SessionState,
     pub queries: Vec<String>,
@@ -57,6 +85,10 @@ pub struct SessionStatus {
     pub subscribers: usize,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    /// Every frame's latency, for the metrics.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub latency_histogram: Histogram,
 }
 
 /// What subscribers receive, as JSON.
@@ -67,9 +99,12 @@ pub enum Message<'a> {
         frame: u64,
         pts: f64,
         query_version: u64,
-        /// When the frame was published, milliseconds since the Unix epoch.
+        /// When the decoder delivered the frame, milliseconds since the Unix
+        /// epoch.
+        captured_at_ms: u128,
+        /// When the update was published, milliseconds since the Unix epoch.
         sent_at_ms: u128,
-        /// From the decoder finishing the frame to its update being sent.
+        /// From the decoder delivering the frame to its update being sent.
         latency_ms: f64,
         tracks: &'a [TrackedObject],
     },
@@ -81,17 +116,53 @@ pub enum Message<'a> {
     },
 }
 
+/// One published message: its JSON text and, for updates, the frame as a
+/// JPEG when some subscriber asked for frames.
+#[derive(Debug)]
+pub struct StreamMessage {
+    pub json: String,
+    pub jpeg: Option<Vec<u8>>,
+}
+
 enum Control {
-    SetQueries(Vec<String>),
+    SetQueries(Vec<Query>),
     Stop,
 }
 
 /// A running stream; dropping it stops the stream.
 pub struct Session {
-    fanout: Fanout<Arc<str>>,
+    fanout: Fanout<Arc<StreamMessage>>,
     control: Sender<Control>,
     status: Arc<Mutex<SessionStatus>>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    frame_subscribers: Arc<AtomicUsize>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// One subscriber's messages; frames are encoded while any subscription
+/// that wants them lives.
+pub struct StreamSubscription {
+    inner: Subscription<Arc<StreamMessage>>,
+    frames: Option<Arc<AtomicUsize>>,
+}
+
+impl StreamSubscription {
+    pub fn try_recv(&mut self) -> Option<Delivery<Arc<StreamMessage>>> {
+        self.inner.try_recv()
+    }
+
+    /// The next delivery; None once the stream has ended and everything
+    /// queued was delivered.
+    pub async fn recv(&mut self) -> Option<Delivery<Arc<StreamMessage>>> {
+        self.inner.recv().await
+    }
+}
+
+impl Drop for StreamSubscription {
+    fn drop(&mut self) {
+        if let Some(count) = &self.frames {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,13 +172,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Session {
     /// Opens the source and starts the stream's thread. `detector` is shared
     /// by every stream of the service.
-    pub fn start(detector: Arc<Mutex<Detector>>, config: SessionConfig) -> Result<Self, String> {
+    pub fn start(inference: Inference, config: SessionConfig) -> Result<Self, String> {
         if config.queries.is_empty() {
             return Err("a stream needs at least one query".into());
         }
         let tracker = DetectionTracker::new(config.tracker.clone())?;
         let options = ReadOptions {
-            pacing: Pacing::live(),
+            pacing: if config.every_frame {
+                Pacing::offline()
+            } else {
+                Pacing::live()
+            },
             native_rate: config.native_rate,
             ..ReadOptions::default()
         };
@@ -117,7 +192,7 @@ impl Session {
         let (control, controls) = crossbeam_channel::unbounded();
         let status = Arc::new(Mutex::new(SessionStatus {
             state: SessionState::Starting,
-            queries: config.queries.clone(),
+            queries: names(&config.queries),
             query_version: 1,
             frames: 0,
             frames_dropped: 0,
@@ -126,28 +201,49 @@ impl Session {
             subscribers: 0,
             reconnects: 0,
             last_error: None,
+            latency_histogram: Histogram::default(),
         }));
+        let frame_subscribers = Arc::new(AtomicUsize::new(0));
         let worker = {
-            let (fanout, status) = (fanout.clone(), Arc::clone(&status));
+            let stream = StreamSide {
+                fanout: fanout.clone(),
+                status: Arc::clone(&status),
+                frame_subscribers: Arc::clone(&frame_subscribers),
+            };
             std::thread::Builder::new()
                 .name("owltrack-stream".into())
-                .spawn(move || run(reader, detector, tracker, config, controls, fanout, status))
+                .spawn(move || run(reader, inference, tracker, config, controls, stream))
                 .map_err(|e| format!("cannot start the stream's thread: {e}"))?
         };
         Ok(Session {
             fanout,
             control,
             status,
-            worker: Some(worker),
+            frame_subscribers,
+            worker: Mutex::new(Some(worker)),
         })
     }
 
-    pub fn subscribe(&self) -> Subscription<Arc<str>> {
-        self.fanout.subscribe()
+    /// A new subscriber; with `frames`, every update is preceded by its
+    /// frame as a JPEG.
+    pub fn subscribe(&self, frames: bool) -> StreamSubscription {
+        let frames = frames.then(|| {
+            self.frame_subscribers.fetch_add(1, Ordering::Relaxed);
+            Arc::clone(&self.frame_subscribers)
+        });
+        StreamSubscription {
+            inner: self.fanout.subscribe(),
+            frames,
+        }
+    }
+
+    /// Messages dropped for slow subscribers over the stream's life.
+    pub fn messages_dropped(&self) -> u64 {
+        self.fanout.dropped()
     }
 
     /// Changes the queries from the next frame on.
-    pub fn set_queries(&self, queries: Vec<String>) -> Result<(), String> {
+    pub fn set_queries(&self, queries: Vec<Query>) -> Result<(), String> {
         if queries.is_empty() {
             return Err("a stream needs at least one query".into());
         }
@@ -162,14 +258,11 @@ impl Session {
         status
     }
 
-    /// Stops the stream and waits for its thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
+    /// Stops the stream and waits for its thread; subscribers get `ended`.
+    pub fn stop(&self) {
         let _ = self.control.send(Control::Stop);
-        if let Some(worker) = self.worker.take() {
+        let worker = lock(&self.worker).take();
+        if let Some(worker) = worker {
             let _ = worker.join();
         }
     }
@@ -177,86 +270,97 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 
-fn publish(fanout: &Fanout<Arc<str>>, message: &Message) {
-    match serde_json::to_string(message) {
-        Ok(text) => fanout.publish(Arc::from(text)),
-        Err(error) => tracing::error!(%error, "cannot serialise a stream message"),
+fn names(queries: &[Query]) -> Vec<String> {
+    queries.iter().map(|q| q.name().to_owned()).collect()
+}
+
+fn unix_millis(at: SystemTime) -> u128 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+/// What the stream's thread shares with its `Session`.
+struct StreamSide {
+    fanout: Fanout<Arc<StreamMessage>>,
+    status: Arc<Mutex<SessionStatus>>,
+    frame_subscribers: Arc<AtomicUsize>,
+}
+
+impl StreamSide {
+    fn publish(&self, message: &Message, jpeg: Option<Vec<u8>>) {
+        match serde_json::to_string(message) {
+            Ok(json) => self.fanout.publish(Arc::new(StreamMessage { json, jpeg })),
+            Err(error) => tracing::error!(%error, "cannot serialise a stream message"),
+        }
+    }
+
+    fn event(&self, name: &str, detail: Option<String>, version: u64) {
+        self.publish(
+            &Message::Event {
+                event: name,
+                detail,
+                query_version: version,
+            },
+            None,
+        );
+    }
+
+    fn wants_frames(&self) -> bool {
+        self.frame_subscribers.load(Ordering::Relaxed) > 0
     }
 }
 
-fn event(fanout: &Fanout<Arc<str>>, name: &str, detail: Option<String>, version: u64) {
-    publish(
-        fanout,
-        &Message::Event {
-            event: name,
-            detail,
-            query_version: version,
-        },
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
 fn run(
     mut reader: VideoReader,
-    detector: Arc<Mutex<Detector>>,
+    inference: Inference,
     mut tracker: DetectionTracker,
     config: SessionConfig,
     controls: Receiver<Control>,
-    fanout: Fanout<Arc<str>>,
-    status: Arc<Mutex<SessionStatus>>,
+    stream: StreamSide,
 ) {
     let post = tracking_post_process(&config.tracker, config.nms_iou);
     let mut queries = config.queries.clone();
     let mut version = 1u64;
-    let embed = |queries: &[String]| -> Result<owltrack_models::Tensor, String> {
-        let texts: Vec<Query> = queries.iter().cloned().map(Query::Text).collect();
-        lock(&detector)
-            .embed_queries(&texts)
-            .map_err(|e| e.to_string())
-    };
-    let mut embeddings = match embed(&queries) {
+    let mut embeddings = match inference.embed(queries.clone()) {
         Ok(e) => e,
         Err(error) => {
-            let mut s = lock(&status);
+            let mut s = lock(&stream.status);
             s.state = SessionState::Failed;
             s.last_error = Some(error.clone());
-            event(&fanout, "failed", Some(error), version);
-            fanout.close();
+            drop(s);
+            stream.event("failed", Some(error), version);
+            stream.fanout.close();
             return;
         }
     };
-    lock(&status).state = SessionState::Running;
-    event(&fanout, "started", None, version);
+    lock(&stream.status).state = SessionState::Running;
+    stream.event("started", None, version);
     let mut recent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     let mut failure = None;
     'stream: loop {
         loop {
             match controls.try_recv() {
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break 'stream,
-                Ok(Control::SetQueries(new)) => match embed(&new) {
+                Ok(Control::SetQueries(new)) => match inference.embed(new.clone()) {
                     Ok(e) => {
-                        let old = std::mem::replace(&mut queries, new);
+                        let old = names(&std::mem::replace(&mut queries, new));
+                        let new_names = names(&queries);
                         tracker.relabel(|i| {
-                            old.get(i).and_then(|q| queries.iter().position(|n| n == q))
+                            old.get(i)
+                                .and_then(|q| new_names.iter().position(|n| n == q))
                         });
                         embeddings = e;
                         version += 1;
-                        let mut s = lock(&status);
-                        s.queries = queries.clone();
+                        let mut s = lock(&stream.status);
+                        s.queries = new_names.clone();
                         s.query_version = version;
                         drop(s);
-                        event(
-                            &fanout,
-                            "queries_changed",
-                            Some(queries.join(", ")),
-                            version,
-                        );
+                        stream.event("queries_changed", Some(new_names.join(", ")), version);
                     }
-                    Err(error) => event(&fanout, "error", Some(error), version),
+                    Err(error) => stream.event("error", Some(error), version),
                 },
                 Err(TryRecvError::Empty) => break,
             }
@@ -264,54 +368,59 @@ fn run(
         let frame = match reader.recv_timeout(POLL) {
             Received::Event(Event::Frame(frame)) => frame,
             Received::Event(Event::Disconnected { error, .. }) => {
-                lock(&status).state = SessionState::Reconnecting;
-                event(&fanout, "source_disconnected", Some(error), version);
+                lock(&stream.status).state = SessionState::Reconnecting;
+                stream.event("source_disconnected", Some(error), version);
                 continue;
             }
             Received::Event(Event::Reconnected { .. }) => {
-                let mut s = lock(&status);
+                let mut s = lock(&stream.status);
                 s.state = SessionState::Running;
                 s.reconnects += 1;
                 drop(s);
-                event(&fanout, "source_reconnected", None, version);
+                stream.event("source_reconnected", None, version);
                 continue;
             }
             Received::TimedOut => continue,
             Received::Ended => break,
         };
-        let detections = {
-            let detector = lock(&detector);
-            detect_for_tracking(
-                &detector,
-                &frame.rgb,
-                (frame.width, frame.height),
-                &embeddings,
-                &post,
-                0.1,
-            )
-        };
+        let captured_at = SystemTime::now() - frame.decoded_at.elapsed();
+        let jpeg = stream
+            .wants_frames()
+            .then(|| image::encode_jpeg(&frame.rgb, frame.width, frame.height, config.jpeg_quality))
+            .and_then(|encoded| {
+                encoded
+                    .map_err(|error| tracing::warn!(%error, "cannot encode a frame for viewers"))
+                    .ok()
+            });
+        let detections = inference.detect(FrameRequest {
+            rgb: frame.rgb,
+            width: frame.width,
+            height: frame.height,
+            queries: embeddings.clone(),
+            post,
+            label_score: config.label_score,
+        });
         let detections = match detections {
-            Ok((d, _)) => d,
+            Ok(d) => d,
             Err(error) => {
-                failure = Some(error.to_string());
+                failure = Some(error);
                 break;
             }
         };
         let reports = tracker.update(&detections, false);
-        let tracks = TrackedObject::from_reports(&reports, &queries);
+        let tracks = TrackedObject::from_reports(&reports, &names(&queries));
         let latency = frame.decoded_at.elapsed();
-        publish(
-            &fanout,
+        stream.publish(
             &Message::Update {
                 frame: frame.index,
                 pts: frame.pts,
                 query_version: version,
-                sent_at_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis()),
+                captured_at_ms: unix_millis(captured_at),
+                sent_at_ms: unix_millis(SystemTime::now()),
                 latency_ms: latency.as_secs_f64() * 1000.0,
                 tracks: &tracks,
             },
+            jpeg,
         );
         let now = Instant::now();
         recent.push_back(now);
@@ -321,26 +430,28 @@ fn run(
         {
             recent.pop_front();
         }
-        let mut s = lock(&status);
+        let mut s = lock(&stream.status);
         s.frames += 1;
         s.frames_dropped = reader.stats().frames_dropped;
-        s.latency_ms = latency.as_secs_f64() * 1000.0;
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        s.latency_ms = latency_ms;
+        s.latency_histogram.observe(latency_ms);
         s.fps = recent.len() as f64 / 3.0;
     }
     let finished = reader.finish().err().map(|e| e.to_string());
-    let mut s = lock(&status);
+    let mut s = lock(&stream.status);
     match failure.or(finished) {
         Some(error) => {
             s.state = SessionState::Failed;
             s.last_error = Some(error.clone());
             drop(s);
-            event(&fanout, "failed", Some(error), version);
+            stream.event("failed", Some(error), version);
         }
         None => {
             s.state = SessionState::Ended;
             drop(s);
-            event(&fanout, "ended", None, version);
+            stream.event("ended", None, version);
         }
     }
-    fanout.close();
+    stream.fanout.close();
 }

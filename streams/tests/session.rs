@@ -2,61 +2,32 @@
 //! a camera), with the built-in model: updates in order, a query change
 //! taking effect mid-stream, and the end of the stream reported.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use owltrack_decoder::Source;
-use owltrack_models::{DType, Detector, Device};
-use owltrack_streams::{Delivery, Session, SessionConfig, SessionState};
-use owltrack_tracker::synth::{write_dataset, Outputs, SynthConfig};
-use owltrack_tracker::tbd::TrackerConfig;
-use serde_json::Value;
+mod common;
 
-fn builtin() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/builtin/owltrack-tiny")
-        .display()
-        .to_string()
-}
+use owltrack_decoder::Source;
+use owltrack_models::Query;
+use owltrack_streams::{Delivery, Inference, Session, SessionConfig, SessionState};
+use serde_json::Value;
 
 #[test]
 fn live_session_publishes_updates_and_takes_new_queries() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = SynthConfig {
-        frames: 50,
-        seed: 808,
-        ..SynthConfig::default()
-    };
-    let outputs = Outputs {
-        video: true,
-        frames: false,
-    };
-    write_dataset(dir.path(), 1, &config, outputs, || {}).unwrap();
-    let video = std::fs::read_dir(dir.path().join("videos"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-
-    let detector = Detector::load(&builtin(), &Device::Cpu, DType::F32).unwrap();
+    let (_dir, video) = common::synthetic_video(50, 808);
+    let detector = common::detector();
     let queries: Vec<String> = ["red circle", "green square", "blue triangle", "yellow star"]
         .map(String::from)
         .to_vec();
+    let as_queries = |texts: &[String]| texts.iter().cloned().map(Query::Text).collect::<Vec<_>>();
     let session = Session::start(
-        Arc::new(Mutex::new(detector)),
+        Inference::start(detector, 1).unwrap(),
         SessionConfig {
-            source: Source::File { path: video },
-            queries: queries.clone(),
-            tracker: TrackerConfig::default(),
-            nms_iou: 0.5,
             native_rate: true,
-            subscriber_buffer: 64,
+            ..SessionConfig::new(Source::File { path: video }, as_queries(&queries))
         },
     )
     .unwrap();
-    let mut subscription = session.subscribe();
+    let mut subscription = session.subscribe(false);
 
     let mut messages: Vec<Value> = Vec::new();
     let mut changed = false;
@@ -65,7 +36,7 @@ fn live_session_publishes_updates_and_takes_new_queries() {
         assert!(Instant::now() < deadline, "the stream did not end");
         match subscription.try_recv() {
             Some(Delivery::Message(text)) => {
-                let message: Value = serde_json::from_str(&text).unwrap();
+                let message: Value = serde_json::from_str(&text.json).unwrap();
                 let ended = message["event"] == "ended" || message["event"] == "failed";
                 messages.push(message);
                 if ended {
@@ -78,7 +49,7 @@ fn live_session_publishes_updates_and_takes_new_queries() {
         let updates = messages.iter().filter(|m| m["type"] == "update").count();
         if !changed && updates >= 10 {
             // Drop "red circle"; the others keep their tracks.
-            session.set_queries(queries[1..].to_vec()).unwrap();
+            session.set_queries(as_queries(&queries[1..])).unwrap();
             changed = true;
         }
     }

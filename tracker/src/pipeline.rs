@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use owltrack_decoder::{Event, ReadOptions, Source, VideoReader};
-use owltrack_models::{Detector, PostProcess, Query, StageTimings, Tensor};
+use owltrack_models::{Detector, ImageResult, PostProcess, Query, StageTimings, Tensor};
 
 use crate::annotate::Annotator;
 use crate::error::{Result, TrackerError};
@@ -101,6 +101,20 @@ pub fn detect_for_tracking(
     label_score: f64,
 ) -> Result<(Vec<Detection>, StageTimings)> {
     let result = detector.detect(rgb, width, height, queries, post)?;
+    Ok((
+        tracking_detections(&result, post, label_score)?,
+        result.timings,
+    ))
+}
+
+/// The tracker's view of one image's detections: boxes, scores, labels (in
+/// class-agnostic mode only those whose best query scores `label_score`) and
+/// each box's normalised class embedding as its appearance.
+pub fn tracking_detections(
+    result: &ImageResult,
+    post: &PostProcess,
+    label_score: f64,
+) -> Result<Vec<Detection>> {
     let embeddings = result
         .outputs
         .normalized_class_embeds()
@@ -120,7 +134,7 @@ pub fn detect_for_tracking(
             embedding,
         });
     }
-    Ok((detections, result.timings))
+    Ok(detections)
 }
 
 /// Tracks `job.queries` through `source`; `progress(frames_done, total)`

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use owltrack_decoder::image;
 use owltrack_models::train::{Losses, Sample, TrainOptions, Trainer};
-use owltrack_models::{ClipTokenizer, Device, OwlConfig, OwlVersion, Preprocessor};
+use owltrack_models::{Checkpoint, ClipTokenizer, Device, OwlConfig, OwlVersion, Preprocessor};
 use serde::Serialize;
 
 use crate::error::{Result, TrackerError};
@@ -293,10 +293,10 @@ pub fn train_detector(
     let preprocessor = Preprocessor::new(job.config.version, job.config.vision.image_size)?;
     std::fs::create_dir_all(&job.out).map_err(|e| TrackerError::io(&job.out, e))?;
 
-    let init = job.init.as_ref().map(|dir| dir.join("model.safetensors"));
+    let init = job.init.as_deref().map(Checkpoint::from_dir).transpose()?;
     let mut trainer = Trainer::new(
         job.config.clone(),
-        init.as_deref(),
+        init.as_ref(),
         job.options.clone(),
         &Device::Cpu,
     )?;

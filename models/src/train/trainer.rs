@@ -10,6 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::losses::{box_losses, sigmoid_focal_loss};
 use super::matching::{match_predictions, Focal, MatchWeights};
+use crate::checkpoint::Checkpoint;
 use crate::config::OwlConfig;
 use crate::error::{ModelError, Result};
 use crate::owl::OwlModel;
@@ -112,10 +113,11 @@ const EPSILON: f64 = 1e-8;
 
 impl Trainer {
     /// A model of `config` on `device` in f32, with random weights or, with
-    /// `init`, the weights of a safetensors checkpoint (fine-tuning).
+    /// `init`, the weights of a checkpoint in any of the formats it loads
+    /// from, converted to f32 (fine-tuning).
     pub fn new(
         config: OwlConfig,
-        init: Option<&Path>,
+        init: Option<&Checkpoint>,
         options: TrainOptions,
         device: &Device,
     ) -> Result<Self> {
@@ -131,16 +133,36 @@ impl Trainer {
             step: 0,
             device: device.clone(),
         };
-        if let Some(path) = init {
-            trainer
-                .weights
-                .load(path)
-                .map_err(|e| ModelError::Checkpoint {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        if let Some(checkpoint) = init {
+            trainer.load_weights(checkpoint)?;
         }
         Ok(trainer)
+    }
+
+    /// Sets every variable from `checkpoint`; a tensor the model needs that is
+    /// missing or misshapen is an error naming it, and extra tensors (buffers
+    /// such as position ids) are ignored.
+    fn load_weights(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let tensors = checkpoint.tensors()?;
+        let variables = self
+            .weights
+            .data()
+            .lock()
+            .map_err(|_| ModelError::InvalidInput("the weight map was poisoned".into()))?;
+        for (name, variable) in variables.iter() {
+            let Some(tensor) = tensors.get(name) else {
+                return Err(checkpoint.checkpoint_error(format!("no tensor {name}")));
+            };
+            if tensor.dims() != variable.dims() {
+                return Err(checkpoint.checkpoint_error(format!(
+                    "{name} has shape {:?}, the model needs {:?}",
+                    tensor.dims(),
+                    variable.dims()
+                )));
+            }
+            variable.set(&tensor.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        }
+        Ok(())
     }
 
     pub fn model(&self) -> &OwlModel {
