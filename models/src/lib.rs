@@ -16,6 +16,7 @@ mod owl;
 pub mod preprocess;
 pub mod tokenizer;
 pub mod train;
+pub mod video;
 
 pub use candle_core::{DType, Device, Tensor};
 pub use checkpoint::Checkpoint;

@@ -94,6 +94,38 @@ impl ImageOutputs {
         })
     }
 
+    /// Logits (B, N, Q) of every patch (or decoder slot) against every query embedding (Q, E);
+    /// `query_mask[q] == false` marks padding queries, which get the lowest
+    /// finite logit as in transformers.
+    pub fn class_logits(&self, queries: &Tensor, query_mask: Option<&[bool]>) -> Result<Tensor> {
+        let image = self.normalized_class_embeds()?;
+        let queries = queries.to_dtype(image.dtype())?;
+        let queries = queries.broadcast_div(&(l2_norm(&queries)? + 1e-6)?)?;
+        let logits = image.broadcast_matmul(&queries.t()?)?;
+        let logits = logits
+            .broadcast_add(&self.logit_shift)?
+            .broadcast_mul(&self.logit_scale)?;
+        let logits = logits.to_dtype(DType::F32)?;
+        match query_mask {
+            None => Ok(logits),
+            Some(mask) => {
+                let count = queries.dim(0)?;
+                if mask.len() != count {
+                    return Err(ModelError::InvalidInput(format!(
+                        "query mask has {} entries for {count} queries",
+                        mask.len()
+                    )));
+                }
+                let keep: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
+                let keep = Tensor::from_vec(keep, count, logits.device())?;
+                let lowest = Tensor::full(f32::MIN, logits.shape(), logits.device())?;
+                Ok(keep
+                    .broadcast_as(logits.shape())?
+                    .where_cond(&logits, &lowest)?)
+            }
+        }
+    }
+
     /// Class embeddings divided by their norm (+1e-6), as the class head
     /// compares them: the appearance descriptor trackers use.
     pub fn normalized_class_embeds(&self) -> candle_core::Result<Tensor> {
@@ -258,32 +290,7 @@ impl OwlModel {
         queries: &Tensor,
         query_mask: Option<&[bool]>,
     ) -> Result<Tensor> {
-        let image = outputs.normalized_class_embeds()?;
-        let queries = queries.to_dtype(image.dtype())?;
-        let queries = queries.broadcast_div(&(l2_norm(&queries)? + 1e-6)?)?;
-        let logits = image.broadcast_matmul(&queries.t()?)?;
-        let logits = logits
-            .broadcast_add(&outputs.logit_shift)?
-            .broadcast_mul(&outputs.logit_scale)?;
-        let logits = logits.to_dtype(DType::F32)?;
-        match query_mask {
-            None => Ok(logits),
-            Some(mask) => {
-                let count = queries.dim(0)?;
-                if mask.len() != count {
-                    return Err(ModelError::InvalidInput(format!(
-                        "query mask has {} entries for {count} queries",
-                        mask.len()
-                    )));
-                }
-                let keep: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
-                let keep = Tensor::from_vec(keep, count, logits.device())?;
-                let lowest = Tensor::full(f32::MIN, logits.shape(), logits.device())?;
-                Ok(keep
-                    .broadcast_as(logits.shape())?
-                    .where_cond(&logits, &lowest)?)
-            }
-        }
+        outputs.class_logits(queries, query_mask)
     }
 
     /// The embedding that makes an example image a query, as transformers'

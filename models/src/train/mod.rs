@@ -2,10 +2,12 @@
 //! OWL-ViT trains — Hungarian matching of patches to ground-truth boxes, then
 //! focal classification and L1 + GIoU box losses on the matches.
 
+mod clip_matching;
 mod losses;
 mod matching;
 mod trainer;
 
+pub use clip_matching::{ClipMatcher, FrameTruth};
 pub use losses::{box_losses, sigmoid_focal_loss};
 pub use matching::{focal_cost, match_predictions, Focal, MatchWeights};
-pub use trainer::{Losses, Sample, TrainOptions, Trainer};
+pub use trainer::{detection_losses, DetectionLosses, Losses, Sample, TrainOptions, Trainer};

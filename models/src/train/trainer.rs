@@ -13,7 +13,7 @@ use super::matching::{match_predictions, Focal, MatchWeights};
 use crate::checkpoint::Checkpoint;
 use crate::config::OwlConfig;
 use crate::error::{ModelError, Result};
-use crate::owl::OwlModel;
+use crate::owl::{ImageOutputs, OwlModel};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
@@ -93,6 +93,91 @@ pub struct Trainer {
     options: TrainOptions,
     step: usize,
     device: Device,
+}
+
+/// One step's set-prediction losses: the total to backpropagate and its
+/// parts' values.
+pub struct DetectionLosses {
+    pub total: Tensor,
+    pub class: f32,
+    pub l1: f32,
+    pub giou: f32,
+    pub objectness: f32,
+}
+
+/// The set-prediction losses of `outputs` (B images × N predictions each —
+/// patches, or a video decoder's slots) with class `logits` (B, N, Q), given
+/// each image's matches (prediction, target box (cx, cy, w, h), target
+/// query): the sigmoid focal loss over every prediction × query, L1 and GIoU
+/// over the matched boxes (weighted as in matching), and the focal
+/// objectness loss where the model has objectness; each divided by
+/// `normaliser` (the number of target boxes).
+pub fn detection_losses(
+    outputs: &ImageOutputs,
+    logits: &Tensor,
+    matches: &[Vec<(usize, [f32; 4], usize)>],
+    weights: MatchWeights,
+    focal: Focal,
+    normaliser: f64,
+) -> Result<DetectionLosses> {
+    let (images, predictions, queries) = logits.dims3()?;
+    if matches.len() != images
+        || matches
+            .iter()
+            .flatten()
+            .any(|(p, _, q)| *p >= predictions || *q >= queries)
+    {
+        return Err(ModelError::InvalidInput(format!(
+            "matches must name one of {predictions} predictions and {queries} queries in each of {images} images"
+        )));
+    }
+    let device = logits.device();
+    let mut class_targets = vec![0f32; images * predictions * queries];
+    let mut rows = Vec::new();
+    let mut target_boxes = Vec::new();
+    for (image, pairs) in matches.iter().enumerate() {
+        for (prediction, target, query) in pairs {
+            let row = image * predictions + prediction;
+            class_targets[row * queries + query] = 1.0;
+            rows.push(row as u32);
+            target_boxes.extend_from_slice(target);
+        }
+    }
+    let class_targets = Tensor::from_vec(class_targets, (images, predictions, queries), device)?;
+    let class = (sigmoid_focal_loss(logits, &class_targets, focal)? / normaliser)?;
+    let mut losses = DetectionLosses {
+        class: class.to_scalar::<f32>()?,
+        total: class,
+        l1: 0.0,
+        giou: 0.0,
+        objectness: 0.0,
+    };
+    if !rows.is_empty() {
+        let count = rows.len();
+        let index = Tensor::from_vec(rows.clone(), count, device)?;
+        let predicted = outputs
+            .boxes
+            .reshape((images * predictions, 4))?
+            .index_select(&index, 0)?;
+        let target = Tensor::from_vec(target_boxes, (count, 4), device)?;
+        let (l1, giou) = box_losses(&predicted, &target)?;
+        let (l1, giou) = ((l1 / normaliser)?, (giou / normaliser)?);
+        losses.l1 = l1.to_scalar::<f32>()?;
+        losses.giou = giou.to_scalar::<f32>()?;
+        losses.total =
+            ((losses.total + (l1 * f64::from(weights.l1))?)? + (giou * f64::from(weights.giou))?)?;
+    }
+    if let Some(objectness) = &outputs.objectness {
+        let mut targets = vec![0f32; images * predictions];
+        for &row in &rows {
+            targets[row as usize] = 1.0;
+        }
+        let targets = Tensor::from_vec(targets, (images, predictions), device)?;
+        let loss = (sigmoid_focal_loss(objectness, &targets, focal)? / normaliser)?;
+        losses.objectness = loss.to_scalar::<f32>()?;
+        losses.total = (losses.total + loss)?;
+    }
+    Ok(losses)
 }
 
 /// Mean squared cosine similarity over the distinct pairs of `queries` (Q, E).
@@ -199,9 +284,7 @@ impl Trainer {
 
         // Match on the host, from detached values.
         let host_logits: Vec<f32> = logits.detach().flatten_all()?.to_vec1()?;
-        let mut class_targets = vec![0f32; images * patches * count];
-        let mut matched_rows = Vec::new();
-        let mut matched_boxes = Vec::new();
+        let mut matches = Vec::with_capacity(images);
         for (b, sample) in batch.iter().enumerate() {
             let boxes = outputs.boxes.detach().get(b)?.to_vec2::<f32>()?;
             let boxes: Vec<[f32; 4]> = boxes
@@ -218,44 +301,23 @@ impl Trainer {
                 self.options.weights,
                 self.options.focal,
             )?;
-            for (patch, target) in pairs {
-                class_targets[(b * patches + patch) * count + sample.labels[target]] = 1.0;
-                matched_rows.push((b * patches + patch) as u32);
-                matched_boxes.extend_from_slice(&sample.boxes[target]);
-            }
+            matches.push(
+                pairs
+                    .into_iter()
+                    .map(|(patch, target)| (patch, sample.boxes[target], sample.labels[target]))
+                    .collect::<Vec<_>>(),
+            );
         }
-        let boxes_in_batch = matched_rows.len().max(1) as f64;
-        let class_targets =
-            Tensor::from_vec(class_targets, (images, patches, count), &self.device)?;
-        let class =
-            (sigmoid_focal_loss(&logits, &class_targets, self.options.focal)? / boxes_in_batch)?;
-        let mut total = class.clone();
-        let (mut l1_value, mut giou_value, mut objectness_value) = (0.0, 0.0, 0.0);
-        if !matched_rows.is_empty() {
-            let rows = Tensor::from_vec(matched_rows.clone(), matched_rows.len(), &self.device)?;
-            let predicted = outputs
-                .boxes
-                .reshape((images * patches, 4))?
-                .index_select(&rows, 0)?;
-            let target = Tensor::from_vec(matched_boxes, (matched_rows.len(), 4), &self.device)?;
-            let (l1, giou) = box_losses(&predicted, &target)?;
-            let (l1, giou) = ((l1 / boxes_in_batch)?, (giou / boxes_in_batch)?);
-            l1_value = l1.to_scalar::<f32>()?;
-            giou_value = giou.to_scalar::<f32>()?;
-            total = ((total + (l1 * f64::from(self.options.weights.l1))?)?
-                + (giou * f64::from(self.options.weights.giou))?)?;
-        }
-        if let Some(objectness) = &outputs.objectness {
-            let mut targets = vec![0f32; images * patches];
-            for &row in &matched_rows {
-                targets[row as usize] = 1.0;
-            }
-            let targets = Tensor::from_vec(targets, (images, patches), &self.device)?;
-            let loss =
-                (sigmoid_focal_loss(objectness, &targets, self.options.focal)? / boxes_in_batch)?;
-            objectness_value = loss.to_scalar::<f32>()?;
-            total = (total + loss)?;
-        }
+        let boxes_in_batch = matches.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+        let detection = detection_losses(
+            &outputs,
+            &logits,
+            &matches,
+            self.options.weights,
+            self.options.focal,
+            boxes_in_batch,
+        )?;
+        let mut total = detection.total;
         let spread = query_spread(&text)?;
         let spread_value = spread.to_scalar::<f32>()?;
         if self.options.query_spread > 0.0 {
@@ -264,10 +326,10 @@ impl Trainer {
         let losses = Losses {
             spread: spread_value,
             total: total.to_scalar::<f32>()?,
-            class: class.to_scalar::<f32>()?,
-            l1: l1_value,
-            giou: giou_value,
-            objectness: objectness_value,
+            class: detection.class,
+            l1: detection.l1,
+            giou: detection.giou,
+            objectness: detection.objectness,
         };
         if !losses.total.is_finite() {
             return Err(ModelError::InvalidInput(format!(
