@@ -338,14 +338,18 @@ impl OwlModel {
 /// spend its first hundreds of steps learning that most patches are
 /// background; and a class-similarity scale of about 11, so that differences
 /// in cosine similarity move the logits from the start.
-const PRIOR_LOGIT: f64 = -4.6;
-const INITIAL_LOGIT_SCALE_BIAS: f64 = 10.0;
-const INITIAL_LOGIT_SHIFT: f64 = PRIOR_LOGIT / (INITIAL_LOGIT_SCALE_BIAS + 1.0);
+pub(crate) const PRIOR_LOGIT: f64 = -4.6;
+pub(crate) const INITIAL_LOGIT_SCALE_BIAS: f64 = 10.0;
+pub(crate) const INITIAL_LOGIT_SHIFT: f64 = PRIOR_LOGIT / (INITIAL_LOGIT_SCALE_BIAS + 1.0);
 
 /// A (width → 1) layer that starts as the constant `bias` when trained from
 /// scratch: random weights here would be multiplied by the similarity scale
 /// and swamp the prior.
-fn linear_with_bias_init(width: usize, vb: VarBuilder, bias: f64) -> candle_core::Result<Linear> {
+pub(crate) fn linear_with_bias_init(
+    width: usize,
+    vb: VarBuilder,
+    bias: f64,
+) -> candle_core::Result<Linear> {
     let weight = vb.get_with_hints((1, width), "weight", candle_nn::Init::Const(0.0))?;
     let bias = vb.get_with_hints(1, "bias", candle_nn::Init::Const(bias))?;
     Ok(Linear::new(weight, Some(bias)))

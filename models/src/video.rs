@@ -15,12 +15,14 @@
 //! logits and tracking read them unchanged.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::VarBuilder;
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::clip::{layer_norm, Dense, LayerNorm};
 use crate::error::{ModelError, Result};
-use crate::owl::ImageOutputs;
+use crate::owl::{
+    linear_with_bias_init, ImageOutputs, INITIAL_LOGIT_SCALE_BIAS, INITIAL_LOGIT_SHIFT, PRIOR_LOGIT,
+};
 
 /// Every size of the decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,9 +181,9 @@ pub struct VideoDecoder {
     box_hidden: Dense,
     box_delta: Dense,
     class_embed: Dense,
-    logit_shift: Dense,
-    logit_scale: Dense,
-    objectness: Dense,
+    logit_shift: Linear,
+    logit_scale: Linear,
+    objectness: Linear,
 }
 
 impl VideoDecoder {
@@ -216,9 +218,20 @@ impl VideoDecoder {
             box_hidden: Dense::load(vb.pp("box_head.dense0"), w, w, true)?,
             box_delta: Dense::load(vb.pp("box_head.dense1"), w, 4, true)?,
             class_embed: Dense::load(vb.pp("class_head.dense0"), w, config.embed_dim, true)?,
-            logit_shift: Dense::load(vb.pp("class_head.logit_shift"), w, 1, true)?,
-            logit_scale: Dense::load(vb.pp("class_head.logit_scale"), w, 1, true)?,
-            objectness: Dense::load(vb.pp("objectness_head"), w, 1, true)?,
+            // The detector's starting point: scores near the focal loss's
+            // prior, so the first steps need not learn that most slots are
+            // empty.
+            logit_shift: linear_with_bias_init(
+                w,
+                vb.pp("class_head.logit_shift"),
+                INITIAL_LOGIT_SHIFT,
+            )?,
+            logit_scale: linear_with_bias_init(
+                w,
+                vb.pp("class_head.logit_scale"),
+                INITIAL_LOGIT_SCALE_BIAS,
+            )?,
+            objectness: linear_with_bias_init(w, vb.pp("objectness_head"), PRIOR_LOGIT)?,
             config,
         })
     }

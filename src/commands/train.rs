@@ -3,8 +3,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use owltrack_models::train::TrainOptions;
+use owltrack_models::video::DecoderConfig;
 use owltrack_models::{Checkpoint, OwlConfig, ARCHITECTURES};
 use owltrack_tracker::training::{train_detector, DetectorTraining};
+use owltrack_tracker::video_training::{train_decoder, DecoderTraining};
 
 use crate::progress;
 
@@ -15,6 +17,61 @@ pub enum TrainCommand {
     /// `detect --model OUT` loads, a loss log (losses.csv) and its plot
     /// (losses.png); `--resume` continues an interrupted run exactly.
     Detector(DetectorArgs),
+    /// Train the Video OWL-ViT recurrent decoder over a frozen OWL backbone
+    /// on a TAO-format video dataset: clips of consecutive frames,
+    /// clip-consistent matching, losses summed over the clip. The backbone's
+    /// image tokens are cached in OUT/token-cache. Writes a checkpoint (the
+    /// backbone's files plus video_decoder.safetensors and
+    /// video_decoder.json), losses.csv and losses.png; `--resume` continues
+    /// exactly.
+    Decoder(DecoderArgs),
+}
+
+#[derive(Args)]
+pub struct DecoderArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The backbone checkpoint (frozen); default: the built-in model.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub backbone: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Clips per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Frames per clip (the loss is backpropagated through all of them).
+    #[arg(long, default_value_t = 4)]
+    pub clip_frames: usize,
+    /// Decoder layers (self-attention, cross-attention, MLP).
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 128)]
+    pub width: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Object query slots.
+    #[arg(long, default_value_t = 16)]
+    pub slots: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Clip the gradients' global norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write a checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    pub save_every: usize,
+    /// Continue from the decoder and optimiser state already in --out.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Args)]
@@ -97,6 +154,7 @@ pub struct DetectorArgs {
 pub fn run(command: TrainCommand) -> Result<()> {
     match command {
         TrainCommand::Detector(args) => detector(args),
+        TrainCommand::Decoder(args) => decoder(args),
     }
 }
 
@@ -188,6 +246,67 @@ fn detector(args: DetectorArgs) -> Result<()> {
         }
     })
     .with_context(|| format!("training on {} failed", args.data.display()))?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn decoder(args: DecoderArgs) -> Result<()> {
+    let backbone = args
+        .backbone
+        .clone()
+        .unwrap_or_else(crate::runtime::builtin_model);
+    let job = DecoderTraining {
+        data: args.data.clone(),
+        backbone,
+        out: args.out.clone(),
+        decoder: DecoderConfig {
+            layers: args.layers,
+            width: args.width,
+            heads: args.heads,
+            queries: args.slots,
+            ..DecoderConfig::default()
+        },
+        steps: args.steps,
+        batch: args.batch,
+        clip_frames: args.clip_frames,
+        options: TrainOptions {
+            learning_rate: args.lr,
+            warmup_steps: args.warmup,
+            total_steps: args.steps,
+            weight_decay: args.weight_decay,
+            clip_norm: args.clip,
+            ..TrainOptions::default()
+        },
+        seed: args.seed,
+        save_every: args.save_every,
+        resume: args.resume,
+    };
+    let cache_bar = progress::bar(None, "videos cached");
+    let bar = progress::bar(Some(args.steps as u64), "steps");
+    let summary = train_decoder(
+        &job,
+        |done, total| {
+            cache_bar.set_length(total as u64);
+            cache_bar.set_position(done as u64);
+        },
+        |step, _, losses| {
+            cache_bar.finish_and_clear();
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {:.3}", losses.total));
+            if step % 50 == 0 {
+                tracing::info!(
+                    step,
+                    total = losses.total,
+                    class = losses.class,
+                    l1 = losses.l1,
+                    giou = losses.giou,
+                    "training"
+                );
+            }
+        },
+    )
+    .with_context(|| format!("training the decoder on {} failed", args.data.display()))?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

@@ -17,5 +17,6 @@ pub mod tao_ow;
 pub mod tbd;
 pub mod training;
 pub mod update;
+pub mod video_training;
 
 pub use error::{Result, TrackerError};

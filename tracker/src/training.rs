@@ -301,25 +301,11 @@ pub fn train_detector(
         &Device::Cpu,
     )?;
     let state = job.out.join(STATE_FILE);
-    let log_path = job.out.join(LOG_FILE);
     if job.resume && state.is_file() {
         trainer.resume(&job.out.join("model.safetensors"), &state)?;
         tracing::info!(step = trainer.step_count(), "resuming");
-    } else if log_path.exists() {
-        std::fs::remove_file(&log_path).map_err(|e| TrackerError::io(&log_path, e))?;
     }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| TrackerError::io(&log_path, e))?;
-    if trainer.step_count() == 0 {
-        writeln!(
-            log,
-            "step,learning_rate,total,class,l1,giou,objectness,spread"
-        )
-        .map_err(|e| TrackerError::io(&log_path, e))?;
-    }
+    let mut log = LossLog::open(&job.out, trainer.step_count())?;
 
     let (mut first, mut last) = (None, None);
     let last_step = job.stop_after.map_or(job.steps, |stop| stop.min(job.steps));
@@ -376,19 +362,7 @@ pub fn train_detector(
             })
             .collect();
         let losses = trainer.step(&batch, &queries)?;
-        writeln!(
-            log,
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
-            step + 1,
-            job.options.learning_rate_at(step),
-            losses.total,
-            losses.class,
-            losses.l1,
-            losses.giou,
-            losses.objectness,
-            losses.spread
-        )
-        .map_err(|e| TrackerError::io(&log_path, e))?;
+        log.write(step, job.options.learning_rate_at(step), &losses)?;
         first.get_or_insert(losses);
         last = Some(losses);
         on_step(step + 1, &losses);
@@ -405,6 +379,57 @@ pub fn train_detector(
         last,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The loss log of a training run (`losses.csv` in its folder): started
+/// afresh with a header, or appended to when a run resumes.
+pub(crate) struct LossLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl LossLog {
+    pub(crate) fn open(dir: &Path, resumed_at: usize) -> Result<Self> {
+        let path = dir.join(LOG_FILE);
+        if resumed_at == 0 && path.exists() {
+            std::fs::remove_file(&path).map_err(|e| TrackerError::io(&path, e))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrackerError::io(&path, e))?;
+        if resumed_at == 0 {
+            writeln!(
+                file,
+                "step,learning_rate,total,class,l1,giou,objectness,spread"
+            )
+            .map_err(|e| TrackerError::io(&path, e))?;
+        }
+        Ok(LossLog { path, file })
+    }
+
+    /// The row of step `step` (counted from 0; written from 1).
+    pub(crate) fn write(&mut self, step: usize, learning_rate: f64, losses: &Losses) -> Result<()> {
+        writeln!(
+            self.file,
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+            step + 1,
+            learning_rate,
+            losses.total,
+            losses.class,
+            losses.l1,
+            losses.giou,
+            losses.objectness,
+            losses.spread
+        )
+        .map_err(|e| TrackerError::io(&self.path, e))
+    }
+
+    /// Redraws the loss plot (`losses.png` beside the log).
+    pub(crate) fn plot(&self) -> Result<()> {
+        plot_losses(&self.path, &self.path.with_file_name("losses.png"))
+    }
 }
 
 /// A checkpoint `detect` loads (config.json, model.safetensors, vocab.json,

@@ -3,11 +3,14 @@
 //! focal classification and L1 + GIoU box losses on the matches.
 
 mod clip_matching;
+mod decoder_trainer;
 mod losses;
 mod matching;
+mod optim;
 mod trainer;
 
 pub use clip_matching::{ClipMatcher, FrameTruth};
+pub use decoder_trainer::{Clip, DecoderTrainer};
 pub use losses::{box_losses, sigmoid_focal_loss};
 pub use matching::{focal_cost, match_predictions, Focal, MatchWeights};
 pub use trainer::{detection_losses, DetectionLosses, Losses, Sample, TrainOptions, Trainer};

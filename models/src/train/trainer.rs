@@ -2,14 +2,14 @@
 //! with warm-up and cosine decay, gradient clipping, and state that can be
 //! saved and resumed exactly.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::losses::{box_losses, sigmoid_focal_loss};
 use super::matching::{match_predictions, Focal, MatchWeights};
+use super::optim::AdamW;
 use crate::checkpoint::Checkpoint;
 use crate::config::OwlConfig;
 use crate::error::{ModelError, Result};
@@ -88,10 +88,8 @@ pub struct Trainer {
     config: OwlConfig,
     model: OwlModel,
     weights: VarMap,
-    /// AdamW's first and second moments, by weight name.
-    moments: HashMap<String, (Tensor, Tensor)>,
+    optimiser: AdamW,
     options: TrainOptions,
-    step: usize,
     device: Device,
 }
 
@@ -192,10 +190,6 @@ fn query_spread(queries: &Tensor) -> candle_core::Result<Tensor> {
     off_diagonal / (count * (count - 1)) as f64
 }
 
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPSILON: f64 = 1e-8;
-
 impl Trainer {
     /// A model of `config` on `device` in f32, with random weights or, with
     /// `init`, the weights of a checkpoint in any of the formats it loads
@@ -213,9 +207,8 @@ impl Trainer {
             config,
             model,
             weights,
-            moments: HashMap::new(),
+            optimiser: AdamW::default(),
             options,
-            step: 0,
             device: device.clone(),
         };
         if let Some(checkpoint) = init {
@@ -255,7 +248,7 @@ impl Trainer {
     }
 
     pub fn step_count(&self) -> usize {
-        self.step
+        self.optimiser.step
     }
 
     /// One optimisation step on `batch`, whose labels index `queries` (token
@@ -334,68 +327,13 @@ impl Trainer {
         if !losses.total.is_finite() {
             return Err(ModelError::InvalidInput(format!(
                 "the loss diverged at step {}: {losses:?}",
-                self.step
+                self.optimiser.step
             )));
         }
         let gradients = total.backward()?;
-        self.apply(&gradients)?;
-        self.step += 1;
+        self.optimiser
+            .apply(&self.weights, &gradients, &self.options)?;
         Ok(losses)
-    }
-
-    fn named_vars(&self) -> Vec<(String, Var)> {
-        let data = self
-            .weights
-            .data()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut vars: Vec<(String, Var)> =
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars
-    }
-
-    /// AdamW with decoupled weight decay on matrices, after clipping the
-    /// global gradient norm.
-    fn apply(&mut self, gradients: &candle_core::backprop::GradStore) -> Result<()> {
-        let vars = self.named_vars();
-        let mut squared = 0f64;
-        for (_, var) in &vars {
-            if let Some(g) = gradients.get(var) {
-                squared += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            }
-        }
-        let norm = squared.sqrt();
-        let clip = if norm > self.options.clip_norm {
-            self.options.clip_norm / norm
-        } else {
-            1.0
-        };
-        let lr = self.options.learning_rate_at(self.step);
-        let t = (self.step + 1) as i32;
-        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
-        for (name, var) in vars {
-            let Some(g) = gradients.get(&var) else {
-                continue;
-            };
-            let g = (g * clip)?;
-            let (m, v) = match self.moments.get(&name) {
-                Some((m, v)) => (m.clone(), v.clone()),
-                None => (g.zeros_like()?, g.zeros_like()?),
-            };
-            let m = ((m * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            let v = ((v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
-            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + EPSILON)?)?;
-            let decays = var.rank() >= 2 && !name.contains("embedding");
-            let theta = var.as_tensor();
-            let mut next = (theta - (update * lr)?)?;
-            if decays {
-                next = (next - (theta * (lr * self.options.weight_decay))?)?;
-            }
-            var.set(&next)?;
-            self.moments.insert(name, (m, v));
-        }
-        Ok(())
     }
 
     /// Writes the weights as a hub-layout `model.safetensors` in `dir`.
@@ -409,21 +347,9 @@ impl Trainer {
             })
     }
 
-    /// Saves what resuming needs: weights, optimiser moments, step.
+    /// Saves what resuming needs: optimiser moments and step.
     pub fn save_state(&self, path: &Path) -> Result<()> {
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for (name, (m, v)) in &self.moments {
-            tensors.insert(format!("m.{name}"), m.clone());
-            tensors.insert(format!("v.{name}"), v.clone());
-        }
-        tensors.insert(
-            "step".into(),
-            Tensor::new(&[self.step as u32], &Device::Cpu)?,
-        );
-        candle_core::safetensors::save(&tensors, path).map_err(|e| ModelError::Checkpoint {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+        self.optimiser.save(path)
     }
 
     /// Restores weights (from `weights`) and optimiser state (from `state`).
@@ -434,27 +360,7 @@ impl Trainer {
                 path: weights.to_owned(),
                 reason: e.to_string(),
             })?;
-        let tensors = candle_core::safetensors::load(state, &self.device).map_err(|e| {
-            ModelError::Checkpoint {
-                path: state.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-        self.step = tensors
-            .get("step")
-            .map(|t| t.to_vec1::<u32>())
-            .transpose()?
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0) as usize;
-        self.moments.clear();
-        for (name, _) in self.named_vars() {
-            if let (Some(m), Some(v)) = (
-                tensors.get(&format!("m.{name}")),
-                tensors.get(&format!("v.{name}")),
-            ) {
-                self.moments.insert(name, (m.clone(), v.clone()));
-            }
-        }
+        self.optimiser = AdamW::load(state, &self.weights, &self.device)?;
         Ok(())
     }
 }

@@ -1,0 +1,173 @@
+//! Training the recurrent video decoder on clips: the backbone is frozen
+//! (clips carry its image tokens, computed once), every frame's slots are
+//! matched clip-consistently, and the losses of all frames are summed and
+//! backpropagated through the whole clip.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::clip_matching::{ClipMatcher, FrameTruth};
+use super::optim::AdamW;
+use super::trainer::{detection_losses, Losses, TrainOptions};
+use crate::error::{ModelError, Result};
+use crate::video::{DecoderConfig, VideoDecoder};
+
+/// One training clip: each frame's backbone tokens (N, D) and ground truth
+/// (boxes normalised to the model's input square; labels index the step's
+/// queries).
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub tokens: Vec<Tensor>,
+    pub truths: Vec<FrameTruth>,
+}
+
+pub struct DecoderTrainer {
+    decoder: VideoDecoder,
+    weights: VarMap,
+    optimiser: AdamW,
+    options: TrainOptions,
+    device: Device,
+}
+
+impl DecoderTrainer {
+    /// A decoder of `config` in f32 on `device`, with fresh weights or, with
+    /// `init`, those of a saved decoder (a safetensors file).
+    pub fn new(
+        config: DecoderConfig,
+        init: Option<&Path>,
+        options: TrainOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut weights = VarMap::new();
+        let decoder = VideoDecoder::new(
+            config,
+            VarBuilder::from_varmap(&weights, DType::F32, device),
+        )?;
+        if let Some(path) = init {
+            load(&mut weights, path)?;
+        }
+        Ok(DecoderTrainer {
+            decoder,
+            weights,
+            optimiser: AdamW::default(),
+            options,
+            device: device.clone(),
+        })
+    }
+
+    pub fn decoder(&self) -> &VideoDecoder {
+        &self.decoder
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.optimiser.step
+    }
+
+    /// One optimisation step on `clips` (all of one length); `queries` (Q, E)
+    /// are the embeddings the truths' labels index.
+    pub fn step(&mut self, clips: &[Clip], queries: &Tensor) -> Result<Losses> {
+        let frames = clips.first().map_or(0, |c| c.tokens.len());
+        if frames == 0
+            || clips
+                .iter()
+                .any(|c| c.tokens.len() != frames || c.truths.len() != frames)
+        {
+            return Err(ModelError::InvalidInput(
+                "a step needs clips of one length, with tokens and truth for every frame".into(),
+            ));
+        }
+        let config = self.decoder.config();
+        let (slots, count) = (config.queries, queries.dim(0)?);
+        let (weights, focal) = (self.options.weights, self.options.focal);
+        let mut matchers: Vec<ClipMatcher> = clips
+            .iter()
+            .map(|_| ClipMatcher::new(slots, weights, focal))
+            .collect();
+        let boxes = clips
+            .iter()
+            .flat_map(|c| &c.truths)
+            .map(|t| t.tracks.len())
+            .sum::<usize>()
+            .max(1) as f64;
+        let mut state = self.decoder.initial_state(clips.len())?;
+        let mut total: Option<Tensor> = None;
+        let mut losses = Losses::default();
+        for frame in 0..frames {
+            let tokens: Vec<Tensor> = clips.iter().map(|c| c.tokens[frame].clone()).collect();
+            let tokens = Tensor::stack(&tokens, 0)?.to_dtype(DType::F32)?;
+            let (outputs, next) = self.decoder.step(&tokens, &state)?;
+            let logits = outputs.class_logits(queries, None)?;
+            let host_logits: Vec<f32> = logits.detach().flatten_all()?.to_vec1()?;
+            let host_boxes = outputs.boxes.detach().to_vec3::<f32>()?;
+            let mut matches = Vec::with_capacity(clips.len());
+            for (b, (clip, matcher)) in clips.iter().zip(&mut matchers).enumerate() {
+                let truth = &clip.truths[frame];
+                let clip_logits = &host_logits[b * slots * count..(b + 1) * slots * count];
+                let clip_boxes: Vec<[f32; 4]> = host_boxes[b]
+                    .iter()
+                    .map(|v| [v[0], v[1], v[2], v[3]])
+                    .collect();
+                let targets = matcher.assign(truth, clip_logits, count, &clip_boxes)?;
+                matches.push(
+                    targets
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(slot, t)| t.map(|j| (slot, truth.boxes[j], truth.labels[j])))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            let frame_losses =
+                detection_losses(&outputs, &logits, &matches, weights, focal, boxes)?;
+            losses.class += frame_losses.class;
+            losses.l1 += frame_losses.l1;
+            losses.giou += frame_losses.giou;
+            losses.objectness += frame_losses.objectness;
+            total = Some(match total {
+                None => frame_losses.total,
+                Some(sum) => (sum + frame_losses.total)?,
+            });
+            state = next;
+        }
+        let total = total.ok_or_else(|| ModelError::InvalidInput("an empty clip".into()))?;
+        losses.total = total.to_scalar::<f32>()?;
+        if !losses.total.is_finite() {
+            return Err(ModelError::InvalidInput(format!(
+                "the loss diverged at step {}: {losses:?}",
+                self.optimiser.step
+            )));
+        }
+        let gradients = total.backward()?;
+        self.optimiser
+            .apply(&self.weights, &gradients, &self.options)?;
+        Ok(losses)
+    }
+
+    /// Writes the decoder's weights (a safetensors file).
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        self.weights.save(path).map_err(|e| ModelError::Checkpoint {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the optimiser's state, for resuming.
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        self.optimiser.save(path)
+    }
+
+    /// Restores weights and optimiser state written by the two savers.
+    pub fn resume(&mut self, weights: &Path, state: &Path) -> Result<()> {
+        load(&mut self.weights, weights)?;
+        self.optimiser = AdamW::load(state, &self.weights, &self.device)?;
+        Ok(())
+    }
+}
+
+fn load(weights: &mut VarMap, path: &Path) -> Result<()> {
+    weights.load(path).map_err(|e| ModelError::Checkpoint {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}

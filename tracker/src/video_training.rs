@@ -1,0 +1,313 @@
+//! `owltrack train decoder`: the recurrent video decoder trained on a
+//! TAO-format video dataset over a frozen OWL backbone. The backbone's image
+//! tokens of every frame are computed once and cached on disk (one file per
+//! video), so steps cost only the decoder; clips are runs of consecutive
+//! annotated frames.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use owltrack_decoder::image;
+use owltrack_models::train::{Clip, DecoderTrainer, FrameTruth, Losses, TrainOptions};
+use owltrack_models::video::DecoderConfig;
+use owltrack_models::{Checkpoint, DType, Detector, Device, OwlVersion, Query, Tensor};
+use serde::Serialize;
+
+use crate::error::{Result, TrackerError};
+use crate::rng::Pcg;
+use crate::tao::TaoDataset;
+use crate::training::LossLog;
+
+/// Where a checkpoint keeps its decoder, beside the backbone's files.
+pub const DECODER_WEIGHTS: &str = "video_decoder.safetensors";
+pub const DECODER_CONFIG: &str = "video_decoder.json";
+const STATE_FILE: &str = "decoder_state.safetensors";
+const CACHE_DIR: &str = "token-cache";
+
+#[derive(Debug, Clone)]
+pub struct DecoderTraining {
+    /// TAO annotations and frames (what `owltrack synth` writes).
+    pub data: PathBuf,
+    /// The backbone checkpoint (frozen); copied into `out` beside the decoder.
+    pub backbone: PathBuf,
+    pub out: PathBuf,
+    /// Sizes of a new decoder (its image and embedding widths come from the
+    /// backbone).
+    pub decoder: DecoderConfig,
+    pub steps: usize,
+    /// Clips per step.
+    pub batch: usize,
+    /// Frames per clip.
+    pub clip_frames: usize,
+    pub options: TrainOptions,
+    pub seed: u64,
+    pub save_every: usize,
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecoderSummary {
+    pub steps: usize,
+    pub videos: usize,
+    pub frames: usize,
+    pub first: Option<Losses>,
+    pub last: Option<Losses>,
+    pub seconds: f64,
+}
+
+/// One video's annotated frames in order, each with its ground truth
+/// normalised to the model's input square.
+struct VideoFrames {
+    id: u64,
+    files: Vec<PathBuf>,
+    truths: Vec<FrameTruth>,
+}
+
+/// Boxes `[x, y, w, h]` in pixels of a `width`×`height` frame, as (cx, cy,
+/// w, h) in the model's input square: OWLv2 pads to a square, OWL-ViT
+/// stretches.
+pub fn normalised_box(bbox: [f64; 4], width: u32, height: u32, version: OwlVersion) -> [f32; 4] {
+    let (sx, sy) = match version {
+        OwlVersion::V1 => (f64::from(width), f64::from(height)),
+        OwlVersion::V2 => {
+            let side = f64::from(width.max(height));
+            (side, side)
+        }
+    };
+    let [x, y, w, h] = bbox;
+    [
+        ((x + w / 2.0) / sx) as f32,
+        ((y + h / 2.0) / sy) as f32,
+        (w / sx) as f32,
+        (h / sy) as f32,
+    ]
+}
+
+fn load_videos(data: &Path, version: OwlVersion) -> Result<(Vec<VideoFrames>, Vec<String>)> {
+    let path = data.join("annotations.json");
+    let dataset = TaoDataset::read(&path)?;
+    let vocabulary: Vec<String> = dataset.categories.iter().map(|c| c.name.clone()).collect();
+    let category: BTreeMap<u64, usize> = dataset
+        .categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, i))
+        .collect();
+    let mut by_image: BTreeMap<u64, FrameTruth> = BTreeMap::new();
+    let sizes: BTreeMap<u64, (u32, u32)> = dataset
+        .images
+        .iter()
+        .map(|i| (i.id, (i.width, i.height)))
+        .collect();
+    for a in &dataset.annotations {
+        let (Some(&label), Some(&(w, h))) = (category.get(&a.category_id), sizes.get(&a.image_id))
+        else {
+            continue;
+        };
+        if a.bbox[2] <= 0.0 || a.bbox[3] <= 0.0 {
+            continue;
+        }
+        let truth = by_image.entry(a.image_id).or_default();
+        truth.tracks.push(a.track_id);
+        truth.boxes.push(normalised_box(a.bbox, w, h, version));
+        truth.labels.push(label);
+    }
+    let mut videos: BTreeMap<u64, Vec<(u64, PathBuf, FrameTruth)>> = BTreeMap::new();
+    for image in &dataset.images {
+        let file = data.join(&image.file_name);
+        if file.is_file() {
+            let truth = by_image.remove(&image.id).unwrap_or_default();
+            videos
+                .entry(image.video_id)
+                .or_default()
+                .push((image.frame_index, file, truth));
+        }
+    }
+    let videos: Vec<VideoFrames> = videos
+        .into_iter()
+        .map(|(id, mut frames)| {
+            frames.sort_by_key(|f| f.0);
+            let (files, truths) = frames.into_iter().map(|(_, f, t)| (f, t)).unzip();
+            VideoFrames { id, files, truths }
+        })
+        .collect();
+    if videos.is_empty() || vocabulary.is_empty() {
+        return Err(TrackerError::Format {
+            path,
+            reason: "no videos with frames on disk, or no categories".into(),
+        });
+    }
+    Ok((videos, vocabulary))
+}
+
+/// The cached tokens (F, N, D) of `video`, computing and writing them first
+/// if needed.
+fn cached_tokens(detector: &Detector, video: &VideoFrames, cache: &Path) -> Result<Tensor> {
+    let path = cache.join(format!("{}.safetensors", video.id));
+    if let Ok(mut loaded) = candle_core::safetensors::load(&path, &Device::Cpu) {
+        if let Some(tokens) = loaded.remove("tokens") {
+            if tokens.dim(0).ok() == Some(video.files.len()) {
+                return Ok(tokens);
+            }
+        }
+    }
+    let mut frames = Vec::with_capacity(video.files.len());
+    for file in &video.files {
+        let bytes = std::fs::read(file).map_err(|e| TrackerError::io(file, e))?;
+        let (rgb, w, h) = image::decode_image(&bytes)?;
+        let pixels = detector
+            .preprocessor()
+            .tensor(&rgb, w, h, detector.model().device())?;
+        let tokens = detector.model().backbone(&pixels)?;
+        frames.push(
+            tokens
+                .squeeze(0)
+                .map_err(owltrack_models::ModelError::from)?,
+        );
+    }
+    let tokens = Tensor::stack(&frames, 0)
+        .and_then(|t| t.to_dtype(DType::F16))
+        .map_err(owltrack_models::ModelError::from)?;
+    let map = std::collections::HashMap::from([("tokens".to_string(), tokens.clone())]);
+    candle_core::safetensors::save(&map, &path).map_err(|e| TrackerError::Format {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(tokens)
+}
+
+/// Trains; `on_step(done, total, losses)` after each step, `on_cache(done,
+/// total)` while the token cache fills.
+pub fn train_decoder(
+    job: &DecoderTraining,
+    mut on_cache: impl FnMut(usize, usize),
+    mut on_step: impl FnMut(usize, usize, &Losses),
+) -> Result<DecoderSummary> {
+    if job.steps == 0 || job.batch == 0 || job.clip_frames == 0 {
+        return Err(TrackerError::InvalidOption(
+            "steps, batch and clip frames must be positive".into(),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let backbone = Checkpoint::from_dir(&job.backbone)?;
+    let version = backbone.config.version;
+    let model = backbone.load(&Device::Cpu, DType::F32)?;
+    let tokenizer = owltrack_models::ClipTokenizer::from_dir(&job.backbone)?;
+    let mut detector = Detector::from_model(model, tokenizer)?;
+    let (videos, vocabulary) = load_videos(&job.data, version)?;
+    let usable: Vec<&VideoFrames> = videos
+        .iter()
+        .filter(|v| v.files.len() >= job.clip_frames)
+        .collect();
+    if usable.is_empty() {
+        return Err(TrackerError::InvalidOption(format!(
+            "no video has {} annotated frames with files",
+            job.clip_frames
+        )));
+    }
+    let queries: Vec<Query> = vocabulary.iter().cloned().map(Query::Text).collect();
+    let queries = detector.embed_queries(&queries)?;
+    std::fs::create_dir_all(job.out.join(CACHE_DIR)).map_err(|e| TrackerError::io(&job.out, e))?;
+    let cache = job.out.join(CACHE_DIR);
+    let mut tokens = Vec::with_capacity(usable.len());
+    for (i, video) in usable.iter().enumerate() {
+        tokens.push(cached_tokens(&detector, video, &cache)?);
+        on_cache(i + 1, usable.len());
+    }
+
+    let config = DecoderConfig {
+        image_width: backbone.config.vision.hidden_size,
+        embed_dim: queries.dim(1).map_err(owltrack_models::ModelError::from)?,
+        ..job.decoder.clone()
+    };
+    let mut trainer = DecoderTrainer::new(config.clone(), None, job.options.clone(), &Device::Cpu)?;
+    let (weights, state) = (job.out.join(DECODER_WEIGHTS), job.out.join(STATE_FILE));
+    if job.resume && state.is_file() {
+        trainer.resume(&weights, &state)?;
+        tracing::info!(step = trainer.step_count(), "resuming");
+    }
+    let mut log = LossLog::open(&job.out, trainer.step_count())?;
+    let (mut first, mut last) = (None, None);
+    while trainer.step_count() < job.steps {
+        let step = trainer.step_count();
+        // The clips of step n depend only on (seed, n): resuming replays them.
+        let mut rng = Pcg::new(job.seed, step as u64 + 1);
+        let mut clips = Vec::with_capacity(job.batch);
+        for _ in 0..job.batch {
+            let v = rng.below(usable.len());
+            let start = rng.below(usable[v].files.len() - job.clip_frames + 1);
+            let frames = (start..start + job.clip_frames)
+                .map(|f| tokens[v].get(f).map_err(owltrack_models::ModelError::from))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            clips.push(Clip {
+                tokens: frames,
+                truths: usable[v].truths[start..start + job.clip_frames].to_vec(),
+            });
+        }
+        let losses = trainer.step(&clips, &queries)?;
+        log.write(step, job.options.learning_rate_at(step), &losses)?;
+        first.get_or_insert(losses);
+        last = Some(losses);
+        on_step(step + 1, job.steps, &losses);
+        let done = trainer.step_count();
+        if done % job.save_every.max(1) == 0 || done == job.steps {
+            trainer.save_weights(&weights)?;
+            trainer.save_state(&state)?;
+            write_checkpoint(&job.backbone, &job.out, &config)?;
+            log.plot()?;
+        }
+    }
+    Ok(DecoderSummary {
+        steps: trainer.step_count(),
+        videos: usable.len(),
+        frames: usable.iter().map(|v| v.files.len()).sum(),
+        first,
+        last,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Makes `out` a whole checkpoint: the backbone's files beside the decoder's
+/// weights and its config.
+fn write_checkpoint(backbone: &Path, out: &Path, config: &DecoderConfig) -> Result<()> {
+    if backbone != out {
+        for name in [
+            "config.json",
+            "model.safetensors",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer.json",
+        ] {
+            let from = backbone.join(name);
+            if from.is_file() {
+                let to = out.join(name);
+                std::fs::copy(&from, &to).map_err(|e| TrackerError::io(&from, e))?;
+            }
+        }
+    }
+    let path = out.join(DECODER_CONFIG);
+    let text = serde_json::to_string_pretty(config).map_err(|e| TrackerError::Format {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&path, text).map_err(|e| TrackerError::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxes_are_normalised_as_each_version_preprocesses() {
+        let v2 = normalised_box([100.0, 50.0, 40.0, 20.0], 640, 360, OwlVersion::V2);
+        assert_eq!(
+            v2,
+            [120.0 / 640.0, 60.0 / 640.0, 40.0 / 640.0, 20.0 / 640.0]
+        );
+        let v1 = normalised_box([100.0, 50.0, 40.0, 20.0], 640, 360, OwlVersion::V1);
+        assert_eq!(
+            v1,
+            [120.0 / 640.0, 60.0 / 360.0, 40.0 / 640.0, 20.0 / 360.0]
+        );
+    }
+}
