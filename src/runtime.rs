@@ -102,3 +102,21 @@ pub fn async_runtime() -> Result<tokio::runtime::Runtime> {
         .build()
         .context("cannot start the async runtime")
 }
+
+/// `--tracker`: `detection` (tracking by detection) or `recurrent` (the
+/// checkpoint's video decoder, its slots tracked with `slots`).
+pub fn tracker_choice(
+    name: &str,
+    slots: owltrack_tracker::recurrent::SlotTrackerConfig,
+) -> Result<Option<owltrack_tracker::recurrent::SlotTrackerConfig>> {
+    match name {
+        "detection" => Ok(None),
+        "recurrent" => {
+            slots
+                .validate()
+                .map_err(|e| anyhow::anyhow!("bad recurrent tracker setting: {e}"))?;
+            Ok(Some(slots))
+        }
+        other => bail!("unknown tracker {other:?}: `detection` or `recurrent`"),
+    }
+}

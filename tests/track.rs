@@ -15,53 +15,11 @@ const MIN_OWTA: f64 = 0.4;
 /// Measured likewise: 1 ID switch on this clip.
 const MAX_ID_SWITCHES: usize = 3;
 
-/// ID switches as CLEAR-MOT counts them, simply: following each ground-truth
-/// track through its frames, every change of the predicted id covering it
-/// (IoU ≥ 0.5, best IoU) counts one.
+/// ID switches as `owltrack benchmark` counts them.
 fn id_switches(gt: &Path, tracks: &Path) -> usize {
-    let gt: Value = serde_json::from_str(&std::fs::read_to_string(gt).unwrap()).unwrap();
-    let predictions: Value =
-        serde_json::from_str(&std::fs::read_to_string(tracks).unwrap()).unwrap();
-    let boxes = |v: &Value| -> [f64; 4] {
-        let b: Vec<f64> = v["bbox"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        [b[0], b[1], b[0] + b[2], b[1] + b[3]]
-    };
-    let iou = |a: [f64; 4], b: [f64; 4]| {
-        let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-        let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-        let i = w * h;
-        i / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i)
-    };
-    let mut last: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-    let mut switches = 0;
-    let mut annotations: Vec<&Value> = gt["annotations"].as_array().unwrap().iter().collect();
-    annotations.sort_by_key(|a| a["image_id"].as_u64().unwrap());
-    for a in annotations {
-        let image = a["image_id"].as_u64();
-        let best = predictions
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["image_id"].as_u64() == image)
-            .map(|p| (iou(boxes(a), boxes(p)), p["track_id"].as_u64().unwrap()))
-            .filter(|(overlap, _)| *overlap >= 0.5)
-            .max_by(|x, y| x.0.total_cmp(&y.0));
-        if let Some((_, id)) = best {
-            let track = a["track_id"].as_u64().unwrap();
-            if last
-                .insert(track, id)
-                .is_some_and(|previous| previous != id)
-            {
-                switches += 1;
-            }
-        }
-    }
-    switches
+    let gt = owltrack_tracker::tao::TaoDataset::read(gt).unwrap();
+    let predictions = owltrack_tracker::tao_ow::read_predictions(tracks).unwrap();
+    owltrack_tracker::tao_ow::id_switches(&gt, &predictions)
 }
 
 /// One synthetic video (MP4) with its ground truth; returns the video's path

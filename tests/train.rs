@@ -175,3 +175,135 @@ fn fine_tunes_the_builtin_model_stored_in_f16() {
         "first loss {first_total}: the weights were not loaded"
     );
 }
+
+#[test]
+fn trains_a_video_decoder_and_tracks_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let model = dir.path().join("with-decoder");
+    ok(owltrack(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--videos",
+        "2",
+        "--frames",
+        "8",
+        "--no-video",
+    ]));
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "decoder",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--batch",
+            "2",
+            "--clip-frames",
+            "3",
+            "--slots",
+            "8",
+            "--width",
+            "32",
+            "--save-every",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        owltrack(&args)
+    };
+    let summary: Value = serde_json::from_str(&ok(train(&["--steps", "2"]))).unwrap();
+    assert_eq!(summary["steps"], 2);
+    assert_eq!(summary["videos"], 2);
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "video_decoder.json",
+        "video_decoder.safetensors",
+        "losses.csv",
+        "losses.png",
+    ] {
+        assert!(model.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(
+        std::fs::read_dir(model.join("token-cache"))
+            .unwrap()
+            .count(),
+        2,
+        "one token file per video"
+    );
+    // Resuming continues the same run.
+    ok(train(&["--steps", "3", "--resume"]));
+    let log = std::fs::read_to_string(model.join("losses.csv")).unwrap();
+    let steps: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["1", "2", "3"]);
+
+    // The checkpoint tracks with its decoder's slots.
+    let frames = std::fs::read_dir(data.join("frames"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let tracks = dir.path().join("tracks.jsonl");
+    ok(owltrack(&[
+        "track",
+        frames.to_str().unwrap(),
+        "-q",
+        "red circle",
+        "-q",
+        "blue square",
+        "--model",
+        model.to_str().unwrap(),
+        "--tracker",
+        "recurrent",
+        "--birth-score",
+        "0",
+        "--keep-score",
+        "0",
+        "--include-tentative",
+        "-o",
+        tracks.to_str().unwrap(),
+    ]));
+    let lines: Vec<Value> = std::fs::read_to_string(&tracks)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    // With a zero birth score every slot is a track from the first frame
+    // on, and keeps its id on every frame.
+    let ids = |line: &Value| -> Vec<u64> {
+        let mut ids: Vec<u64> = line["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(ids(&lines[0]).len(), 8);
+    assert!(lines.iter().all(|l| ids(l) == ids(&lines[0])));
+
+    // Without a decoder, the recurrent tracker is refused with the reason.
+    let refused = owltrack(&[
+        "track",
+        frames.to_str().unwrap(),
+        "-q",
+        "red circle",
+        "--tracker",
+        "recurrent",
+    ]);
+    assert!(
+        error_of(&refused).contains("video decoder"),
+        "{}",
+        error_of(&refused)
+    );
+}

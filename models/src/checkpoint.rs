@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 use crate::config::OwlConfig;
 use crate::error::{ModelError, Result};
 use crate::owl::OwlModel;
+use crate::video::{DecoderConfig, VideoDecoder, DECODER_CONFIG, DECODER_WEIGHTS};
 
 /// The files of one checkpoint, all in one folder.
 #[derive(Debug, Clone)]
@@ -83,9 +84,40 @@ impl Checkpoint {
         })
     }
 
+    /// The video decoder stored beside the backbone (`video_decoder.json`
+    /// and `video_decoder.safetensors`), if there is one.
+    pub fn load_decoder(&self, device: &Device, dtype: DType) -> Result<Option<VideoDecoder>> {
+        let (config_path, weights) = (
+            self.dir.join(DECODER_CONFIG),
+            self.dir.join(DECODER_WEIGHTS),
+        );
+        if !config_path.is_file() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
+        let config: DecoderConfig =
+            serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint {
+                path: config_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let error = |reason: String| ModelError::Checkpoint {
+            path: weights.clone(),
+            reason,
+        };
+        // SAFETY: as for the backbone's weights: mapped read-only, never
+        // written by owltrack.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
+            .map_err(|e| error(e.to_string()))?;
+        VideoDecoder::new(config, vb)
+            .map(Some)
+            .map_err(|e| error(e.to_string()))
+    }
+
     /// Writes this checkpoint to `out` in the hub layout with its floating
     /// point weights stored as `dtype` (f16 halves a model's size on disk;
-    /// loading converts back). Config and tokenizer files are copied as
+    /// loading converts back), the video decoder's too when there is one.
+    /// Config and tokenizer files are copied as
     /// they are.
     pub fn export(&self, out: &Path, dtype: DType) -> Result<usize> {
         let mut tensors = self.tensors()?;
@@ -100,12 +132,29 @@ impl Checkpoint {
             path: weights.clone(),
             reason: e.to_string(),
         })?;
-        for name in HUB_FILES.iter().chain(&HUB_OPTIONAL_FILES) {
+        for name in HUB_FILES
+            .iter()
+            .chain(&HUB_OPTIONAL_FILES)
+            .chain(&[DECODER_CONFIG])
+        {
             let from = self.dir.join(name);
             if from.is_file() {
                 let to = out.join(name);
                 std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
             }
+        }
+        let decoder = self.dir.join(DECODER_WEIGHTS);
+        if decoder.is_file() {
+            let mut tensors = candle_core::safetensors::load(&decoder, &Device::Cpu)
+                .map_err(|e| self.checkpoint_error(e.to_string()))?;
+            for tensor in tensors.values_mut() {
+                *tensor = tensor.to_dtype(dtype)?;
+            }
+            let to = out.join(DECODER_WEIGHTS);
+            candle_core::safetensors::save(&tensors, &to).map_err(|e| ModelError::Checkpoint {
+                path: to.clone(),
+                reason: e.to_string(),
+            })?;
         }
         Ok(tensors.len())
     }

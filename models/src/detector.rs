@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 use crate::owl::{ImageOutputs, OwlModel};
 use crate::preprocess::{box_scale, Preprocessor};
 use crate::tokenizer::ClipTokenizer;
+use crate::video::{DecoderState, VideoDecoder};
 
 /// A query: free text, or an example image of what to find.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +43,7 @@ pub struct Detector {
     /// Embeddings (E,) of text queries already seen: a query set that
     /// changes by one query costs one text-tower pass, not a whole set.
     text_cache: HashMap<String, Tensor>,
+    decoder: Option<VideoDecoder>,
 }
 
 /// One image of a batch, with the queries and post-processing it is
@@ -82,7 +84,9 @@ impl Detector {
         let checkpoint = Checkpoint::locate(spec)?;
         let model = checkpoint.load(device, dtype)?;
         let tokenizer = ClipTokenizer::from_dir(&checkpoint.dir)?;
-        Self::from_model(model, tokenizer)
+        let mut detector = Self::from_model(model, tokenizer)?;
+        detector.decoder = checkpoint.load_decoder(device, dtype)?;
+        Ok(detector)
     }
 
     /// A detector around a model built elsewhere (random weights for a
@@ -95,7 +99,92 @@ impl Detector {
             tokenizer,
             preprocessor,
             text_cache: HashMap::new(),
+            decoder: None,
         })
+    }
+
+    /// The recurrent video decoder, when the checkpoint has one.
+    pub fn decoder(&self) -> Option<&VideoDecoder> {
+        self.decoder.as_ref()
+    }
+
+    /// Attaches a video decoder (its image width must be the backbone's).
+    pub fn set_decoder(&mut self, decoder: VideoDecoder) -> Result<()> {
+        let width = self.model.config().vision.hidden_size;
+        if decoder.config().image_width != width {
+            return Err(ModelError::InvalidInput(format!(
+                "the decoder reads {}-wide tokens; this backbone makes {width}-wide ones",
+                decoder.config().image_width
+            )));
+        }
+        self.decoder = Some(decoder);
+        Ok(())
+    }
+
+    /// One frame through the backbone and the video decoder: the result
+    /// has one entry per slot (`Detection::patch` is the slot), and the
+    /// returned state goes with the next frame (None: the video's first).
+    pub fn detect_slots(
+        &self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        queries: &Tensor,
+        post: &PostProcess,
+        state: Option<&DecoderState>,
+    ) -> Result<(ImageResult, DecoderState)> {
+        let decoder = self.decoder.as_ref().ok_or_else(|| {
+            ModelError::InvalidInput(
+                "this checkpoint has no video decoder (train one with `owltrack train decoder`)"
+                    .into(),
+            )
+        })?;
+        let started = std::time::Instant::now();
+        let pixels = self
+            .preprocessor
+            .tensor(rgb, width, height, self.model.device())?;
+        let preprocessed = std::time::Instant::now();
+        let tokens = self.model.backbone(&pixels)?;
+        let embedded = std::time::Instant::now();
+        let first;
+        let state = match state {
+            Some(state) => state,
+            None => {
+                first = decoder.initial_state(1)?;
+                &first
+            }
+        };
+        let (outputs, next) = decoder.step(&tokens.to_dtype(decoder.dtype())?, state)?;
+        let logits = outputs.class_logits(queries, None)?.squeeze(0)?;
+        let boxes = outputs.boxes_of(0)?;
+        let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let scale = box_scale(self.model.config().version, width, height);
+        let objectness: Option<Vec<f32>> = match (&outputs.objectness, post.objectness) {
+            (Some(o), true) => Some(o.get(0)?.to_dtype(DType::F32)?.to_vec1()?),
+            _ => None,
+        };
+        let detections = post.run(
+            &flat,
+            logits.dim(1)?,
+            &boxes,
+            objectness.as_deref(),
+            scale,
+            (width, height),
+        );
+        let timings = StageTimings {
+            preprocess: preprocessed - started,
+            backbone: embedded - preprocessed,
+            heads: embedded.elapsed(),
+        };
+        Ok((
+            ImageResult {
+                outputs,
+                logits,
+                detections,
+                timings,
+            },
+            next,
+        ))
     }
 
     pub fn model(&self) -> &OwlModel {

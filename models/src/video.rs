@@ -14,7 +14,7 @@
 //! [`ImageOutputs`] (one "patch" per slot), so post-processing, class
 //! logits and tracking read them unchanged.
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,10 @@ use crate::error::{ModelError, Result};
 use crate::owl::{
     linear_with_bias_init, ImageOutputs, INITIAL_LOGIT_SCALE_BIAS, INITIAL_LOGIT_SHIFT, PRIOR_LOGIT,
 };
+
+/// Where a checkpoint keeps its decoder, beside the backbone's files.
+pub const DECODER_WEIGHTS: &str = "video_decoder.safetensors";
+pub const DECODER_CONFIG: &str = "video_decoder.json";
 
 /// Every size of the decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +174,7 @@ impl Layer {
 /// The recurrent decoder with its heads.
 pub struct VideoDecoder {
     config: DecoderConfig,
+    dtype: DType,
     /// The first frame's queries, (K, W), and their boxes as logits, (K, 4).
     query_tokens: Tensor,
     query_boxes: Tensor,
@@ -208,6 +213,7 @@ impl VideoDecoder {
             .map(|i| Layer::new(vb.pp(format!("layers.{i}")), &config))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(VideoDecoder {
+            dtype: vb.dtype(),
             query_tokens,
             query_boxes,
             memory_proj: Dense::load(vb.pp("memory_proj"), config.image_width, w, true)?,
@@ -238,6 +244,10 @@ impl VideoDecoder {
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The first frame's state: the learned queries, for `batch` clips.

@@ -55,6 +55,8 @@ struct TrackBench {
     heads_ms: f64,
     tracking_ms: f64,
     writing_ms: f64,
+    /// One step of the video decoder per frame, when the model has one.
+    decoder_ms: Option<f64>,
 }
 
 pub fn run(args: TrackBenchArgs) -> Result<()> {
@@ -140,9 +142,49 @@ pub fn run(args: TrackBenchArgs) -> Result<()> {
             r.ratio
         );
     }
+    for r in &reports {
+        if let Some(decoder) = r.decoder_ms {
+            println!(
+                "{}: the video decoder costs {decoder:.2} ms a frame, {:.1}% of the backbone",
+                r.model,
+                100.0 * decoder / r.backbone_ms.max(1e-9)
+            );
+        }
+    }
     println!("decode: waiting for the decoder beyond inference; track and write run on their own thread.");
     println!("ratio: the pipeline's frames/s over the model's alone on the same frames (1 = all else hidden)");
     Ok(())
+}
+
+/// Per-frame time of the video decoder's step alone (the backbone's tokens
+/// computed beforehand), carrying its state from frame to frame.
+fn decoder_step_ms(detector: &Detector, frames: &[owltrack_decoder::Frame]) -> Result<Option<f64>> {
+    let Some(decoder) = detector.decoder() else {
+        return Ok(None);
+    };
+    let mut tokens = Vec::with_capacity(frames.len());
+    for frame in frames {
+        let pixels = detector.preprocessor().tensor(
+            &frame.rgb,
+            frame.width,
+            frame.height,
+            detector.model().device(),
+        )?;
+        tokens.push(
+            detector
+                .model()
+                .backbone(&pixels)?
+                .to_dtype(decoder.dtype())?,
+        );
+    }
+    let mut state = decoder.initial_state(1)?;
+    let started = Instant::now();
+    for t in &tokens {
+        state = decoder.step(t, &state)?.1;
+    }
+    Ok(Some(
+        started.elapsed().as_secs_f64() * 1000.0 / tokens.len().max(1) as f64,
+    ))
 }
 
 fn build(arch: &str) -> Result<Detector> {
@@ -201,6 +243,7 @@ fn measure(
         )?;
     }
     let inference_only_fps = frames.len() as f64 / started.elapsed().as_secs_f64();
+    let decoder_ms = decoder_step_ms(detector, &frames)?;
 
     let job = TrackJob {
         queries: queries.to_vec(),
@@ -217,6 +260,7 @@ fn measure(
             .annotate
             .then(|| scratch.join(format!("annotated-{}.mp4", sanitize(name)))),
         include_tentative: false,
+        recurrent: None,
     };
     let summary = track_video(
         detector,
@@ -237,6 +281,7 @@ fn measure(
         heads_ms: summary.stages.heads_ms,
         tracking_ms: summary.stages.tracking_ms,
         writing_ms: summary.stages.writing_ms,
+        decoder_ms,
     })
 }
 

@@ -34,7 +34,8 @@ pub struct TaoOwArgs {
     pub gt: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The tracker: `detection` (tracking by detection, ByteTrack-style).
+    /// The tracker: `detection` (tracking by detection, ByteTrack-style) or
+    /// `recurrent` (the checkpoint's video decoder, default slot settings).
     #[arg(long, default_value = "detection")]
     pub tracker: String,
     /// Track by the dataset's category names instead of class-agnostically
@@ -85,12 +86,7 @@ fn annotations(args: &TaoOwArgs) -> Result<PathBuf> {
 }
 
 fn tao_ow(args: TaoOwArgs) -> Result<()> {
-    if args.tracker != "detection" {
-        bail!(
-            "unknown tracker {:?}: `detection` is the one available",
-            args.tracker
-        );
-    }
+    let recurrent = crate::runtime::tracker_choice(&args.tracker, Default::default())?;
     let gt_path = annotations(&args)?;
     let gt =
         TaoDataset::read(&gt_path).with_context(|| format!("cannot read {}", gt_path.display()))?;
@@ -114,6 +110,7 @@ fn tao_ow(args: TaoOwArgs) -> Result<()> {
             output: None,
             annotate: None,
             include_tentative: false,
+            recurrent,
         },
         out: args.out.clone(),
         max_dets: args.max_dets,
@@ -163,6 +160,7 @@ fn tao_ow(args: TaoOwArgs) -> Result<()> {
                 m.loc_a
             );
         }
+        println!("ID switches: {}", result.id_switches);
         println!(
             "predictions: {}; scores: {}",
             result.predictions_path.display(),

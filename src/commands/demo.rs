@@ -84,6 +84,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         )),
         annotate: Some(annotated.clone()),
         include_tentative: false,
+        recurrent: None,
     };
     eprintln!("tracking {} in {}…", names.join(", "), video_path.display());
     let mut detector = args.model.load()?;

@@ -6,6 +6,7 @@ use owltrack_decoder::{Source, DEFAULT_FOLDER_FPS};
 use owltrack_models::Query;
 use owltrack_tracker::formats::{TaoIds, TrackFormat};
 use owltrack_tracker::pipeline::{track_video, TrackJob, TrackSummary};
+use owltrack_tracker::recurrent::SlotTrackerConfig;
 use owltrack_tracker::tbd::TrackerConfig;
 
 use crate::progress;
@@ -25,9 +26,21 @@ pub struct TrackArgs {
     pub image_queries: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The tracker: `detection` (tracking by detection, ByteTrack-style).
+    /// The tracker: `detection` (tracking by detection, ByteTrack-style) or
+    /// `recurrent` (Video OWL-ViT: the checkpoint's video decoder follows
+    /// objects with its query slots; see `owltrack train decoder`).
     #[arg(long, default_value = "detection")]
     pub tracker: String,
+    /// Recurrent tracker: a free slot scoring at least this starts a track.
+    #[arg(long, default_value_t = SlotTrackerConfig::default().birth_score)]
+    pub birth_score: f64,
+    /// Recurrent tracker: a slot scoring at least this keeps its track alive.
+    #[arg(long, default_value_t = SlotTrackerConfig::default().keep_score)]
+    pub keep_score: f64,
+    /// Recurrent tracker: frames a slot may go without evidence before its
+    /// track ends.
+    #[arg(long, default_value_t = SlotTrackerConfig::default().keep_alive)]
+    pub keep_alive: u32,
     /// Where the tracks go: a file (a folder when there are several
     /// inputs); without it, JSON lines on standard output.
     #[arg(short, long)]
@@ -154,12 +167,15 @@ fn read_image_query(path: &Path) -> Result<Query> {
 }
 
 pub fn run(args: TrackArgs) -> Result<()> {
-    if args.tracker != "detection" {
-        bail!(
-            "unknown tracker {:?}: `detection` is the one available",
-            args.tracker
-        );
-    }
+    let recurrent = crate::runtime::tracker_choice(
+        &args.tracker,
+        SlotTrackerConfig {
+            birth_score: args.birth_score,
+            keep_score: args.keep_score,
+            keep_alive: args.keep_alive,
+            confirm_hits: args.confirm_hits,
+        },
+    )?;
     if args.queries.is_empty() && args.image_queries.is_empty() {
         bail!("give at least one query: -q TEXT or --image-query FILE");
     }
@@ -219,6 +235,7 @@ pub fn run(args: TrackArgs) -> Result<()> {
             output: Some((output.clone(), args.format, TaoIds::default())),
             annotate,
             include_tentative: args.include_tentative,
+            recurrent: recurrent.clone(),
         };
         match track_one(&mut detector, input, &job) {
             Ok(summary) => {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use owltrack_models::video::DecoderState;
 use owltrack_models::{BatchItem, Detector, PostProcess, Query, Tensor};
-use owltrack_tracker::pipeline::tracking_detections;
+use owltrack_tracker::pipeline::{slots_for_tracking, tracking_detections};
 use owltrack_tracker::tbd::Detection;
 
 /// One frame to detect in, with the stream's queries and settings.
@@ -21,6 +22,16 @@ pub struct FrameRequest {
     pub post: PostProcess,
     /// In class-agnostic mode, the query score a box needs to get a label.
     pub label_score: f64,
+    /// Through the video decoder (None: tracking by detection); holds the
+    /// stream's decoder state, None on its first frame.
+    pub recurrent: Option<Option<DecoderState>>,
+}
+
+/// What a frame gives: detections for the tracker (the decoder's slots, in
+/// slot order, when recurrent) and the decoder's state for the next frame.
+pub struct FrameResult {
+    pub detections: Vec<Detection>,
+    pub state: Option<DecoderState>,
 }
 
 enum Request {
@@ -30,7 +41,7 @@ enum Request {
     },
     Detect {
         frame: Box<FrameRequest>,
-        reply: Sender<Result<Vec<Detection>, String>>,
+        reply: Sender<Result<FrameResult, String>>,
     },
 }
 
@@ -50,6 +61,7 @@ pub struct Inference {
     requests: Sender<Request>,
     stats: Arc<InferenceStats>,
     max_batch: usize,
+    has_decoder: bool,
 }
 
 impl Inference {
@@ -59,6 +71,7 @@ impl Inference {
         let (requests, inbox) = crossbeam_channel::unbounded();
         let stats = Arc::new(InferenceStats::default());
         let max_batch = max_batch.max(1);
+        let has_decoder = detector.decoder().is_some();
         {
             let stats = Arc::clone(&stats);
             std::thread::Builder::new()
@@ -69,6 +82,7 @@ impl Inference {
             requests,
             stats,
             max_batch,
+            has_decoder,
         })
     }
 
@@ -83,7 +97,7 @@ impl Inference {
 
     /// Detections in one frame, ready for the tracker; waits for the batch
     /// the frame joins.
-    pub fn detect(&self, frame: FrameRequest) -> Result<Vec<Detection>, String> {
+    pub fn detect(&self, frame: FrameRequest) -> Result<FrameResult, String> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.requests
             .send(Request::Detect {
@@ -105,6 +119,11 @@ impl Inference {
 
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// Whether the model has a video decoder (recurrent tracking).
+    pub fn has_decoder(&self) -> bool {
+        self.has_decoder
     }
 }
 
@@ -158,9 +177,35 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-type Pending = (Box<FrameRequest>, Sender<Result<Vec<Detection>, String>>);
+type Pending = (Box<FrameRequest>, Sender<Result<FrameResult, String>>);
 
 fn run_batch(detector: &Detector, batch: &mut Vec<Pending>) {
+    // Recurrent frames carry their stream's decoder state: one at a time.
+    let (recurrent, mut by_detection): (Vec<Pending>, Vec<Pending>) = batch
+        .drain(..)
+        .partition(|(frame, _)| frame.recurrent.is_some());
+    for (frame, reply) in recurrent {
+        let state = frame.recurrent.as_ref().and_then(Option::as_ref);
+        let result = slots_for_tracking(
+            detector,
+            &frame.rgb,
+            (frame.width, frame.height),
+            &frame.queries,
+            &frame.post,
+            frame.label_score,
+            state,
+        )
+        .map(|(detections, _, next)| FrameResult {
+            detections,
+            state: Some(next),
+        })
+        .map_err(|e| e.to_string());
+        let _ = reply.send(result);
+    }
+    if by_detection.is_empty() {
+        return;
+    }
+    let batch = &mut by_detection;
     let items: Vec<BatchItem<'_>> = batch
         .iter()
         .map(|(frame, _)| BatchItem {
@@ -177,6 +222,10 @@ fn run_batch(detector: &Detector, batch: &mut Vec<Pending>) {
         Ok(results) => {
             for ((frame, reply), result) in batch.drain(..).zip(results) {
                 let detections = tracking_detections(&result, &frame.post, frame.label_score)
+                    .map(|detections| FrameResult {
+                        detections,
+                        state: None,
+                    })
                     .map_err(|e| e.to_string());
                 let _ = reply.send(detections);
             }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use owltrack_decoder::{image, Event, Pacing, ReadOptions, Received, Source, VideoReader};
 use owltrack_models::Query;
-use owltrack_tracker::pipeline::tracking_post_process;
-use owltrack_tracker::tbd::{DetectionTracker, TrackerConfig};
+use owltrack_tracker::pipeline::{slot_post_process, tracking_post_process, Tracking};
+use owltrack_tracker::recurrent::SlotTrackerConfig;
+use owltrack_tracker::tbd::TrackerConfig;
 use owltrack_tracker::update::TrackedObject;
 use serde::Serialize;
 
@@ -39,6 +40,9 @@ pub struct SessionConfig {
     pub subscriber_buffer: usize,
     /// JPEG quality of the frames sent to subscribers that ask for them.
     pub jpeg_quality: u8,
+    /// Track with the model's video decoder (its slots) instead of by
+    /// detection.
+    pub recurrent: Option<SlotTrackerConfig>,
 }
 
 impl SessionConfig {
@@ -55,6 +59,7 @@ impl SessionConfig {
             every_frame: false,
             subscriber_buffer: 64,
             jpeg_quality: 75,
+            recurrent: None,
         }
     }
 }
@@ -176,7 +181,14 @@ impl Session {
         if config.queries.is_empty() {
             return Err("a stream needs at least one query".into());
         }
-        let tracker = DetectionTracker::new(config.tracker.clone())?;
+        if config.recurrent.is_some() && !inference.has_decoder() {
+            return Err(
+                "the recurrent tracker needs a model with a video decoder (owltrack train decoder)"
+                    .into(),
+            );
+        }
+        let tracker = Tracking::for_job(&config.tracker, config.recurrent.as_ref())
+            .map_err(|e| e.to_string())?;
         let options = ReadOptions {
             pacing: if config.every_frame {
                 Pacing::offline()
@@ -316,12 +328,16 @@ impl StreamSide {
 fn run(
     mut reader: VideoReader,
     inference: Inference,
-    mut tracker: DetectionTracker,
+    mut tracker: Tracking,
     config: SessionConfig,
     controls: Receiver<Control>,
     stream: StreamSide,
 ) {
-    let post = tracking_post_process(&config.tracker, config.nms_iou);
+    let post = match config.recurrent {
+        Some(_) => slot_post_process(&config.tracker),
+        None => tracking_post_process(&config.tracker, config.nms_iou),
+    };
+    let mut decoder_state = None;
     let mut queries = config.queries.clone();
     let mut version = 1u64;
     let mut embeddings = match inference.embed(queries.clone()) {
@@ -399,9 +415,13 @@ fn run(
             queries: embeddings.clone(),
             post,
             label_score: config.label_score,
+            recurrent: config.recurrent.as_ref().map(|_| decoder_state.take()),
         });
         let detections = match detections {
-            Ok(d) => d,
+            Ok(result) => {
+                decoder_state = result.state;
+                result.detections
+            }
             Err(error) => {
                 failure = Some(error);
                 break;

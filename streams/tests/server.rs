@@ -417,6 +417,7 @@ async fn updates_arrive_in_order_and_equal_owltrack_track() {
         output: Some((out.clone(), TrackFormat::JsonLines, TaoIds::default())),
         annotate: None,
         include_tentative: false,
+        recurrent: None,
     };
     let mut offline = detector();
     let video_source = Source::File {

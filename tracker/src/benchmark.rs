@@ -69,6 +69,8 @@ pub struct BenchmarkResult {
     pub seconds: f64,
     /// The evaluation for each subset that has ground truth.
     pub evaluations: Vec<Evaluation>,
+    /// Identity switches over all ground-truth tracks (CLEAR-MOT style).
+    pub id_switches: usize,
 }
 
 /// Tracks every video of the dataset (its frame folder) and evaluates the
@@ -177,6 +179,7 @@ pub fn run_benchmark(
         frames,
         seconds: started.elapsed().as_secs_f64(),
         evaluations,
+        id_switches: tao_ow::id_switches(&gt, &predictions),
     })
 }
 

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use owltrack_decoder::{Event, ReadOptions, Source, VideoReader};
+use owltrack_models::video::DecoderState;
 use owltrack_models::{Detector, ImageResult, PostProcess, Query, StageTimings, Tensor};
 
 use crate::annotate::Annotator;
 use crate::error::{Result, TrackerError};
 use crate::formats::{TaoIds, TrackFileWriter, TrackFormat};
+use crate::recurrent::{SlotTracker, SlotTrackerConfig};
 use crate::tbd::{Detection, DetectionTracker, TrackReport, TrackerConfig};
 use crate::update::{TrackUpdate, TrackedObject};
 
@@ -36,6 +38,82 @@ pub struct TrackJob {
     pub annotate: Option<PathBuf>,
     /// Report tentative tracks too.
     pub include_tentative: bool,
+    /// Track with the checkpoint's recurrent video decoder (its slots are
+    /// the tracks) instead of by detection.
+    pub recurrent: Option<SlotTrackerConfig>,
+}
+
+/// The association step: by detection, or the recurrent decoder's slots.
+pub enum Tracking {
+    Detection(DetectionTracker),
+    Recurrent(SlotTracker),
+}
+
+impl Tracking {
+    pub fn for_job(tracker: &TrackerConfig, recurrent: Option<&SlotTrackerConfig>) -> Result<Self> {
+        match recurrent {
+            Some(config) => SlotTracker::new(config.clone())
+                .map(Tracking::Recurrent)
+                .map_err(TrackerError::InvalidOption),
+            None => DetectionTracker::new(tracker.clone())
+                .map(Tracking::Detection)
+                .map_err(TrackerError::InvalidOption),
+        }
+    }
+
+    /// `detections` are this frame's detections, or the decoder's slots in
+    /// slot order.
+    pub fn update(
+        &mut self,
+        detections: &[Detection],
+        include_tentative: bool,
+    ) -> Vec<TrackReport> {
+        match self {
+            Tracking::Detection(t) => t.update(detections, include_tentative),
+            Tracking::Recurrent(t) => t.update(detections, include_tentative),
+        }
+    }
+
+    /// Queries changed: see [`DetectionTracker::relabel`].
+    pub fn relabel(&mut self, new_index: impl Fn(usize) -> Option<usize>) {
+        match self {
+            Tracking::Detection(t) => t.relabel(new_index),
+            Tracking::Recurrent(t) => t.relabel(new_index),
+        }
+    }
+}
+
+/// Post-processing of the decoder's slots: every slot is kept, in slot
+/// order (the slot tracker decides what is a track).
+pub fn slot_post_process(tracker: &TrackerConfig) -> PostProcess {
+    PostProcess {
+        threshold: -1.0,
+        nms_iou: 1.0,
+        top_k: 0,
+        clip: true,
+        all_queries: false,
+        objectness: tracker.class_agnostic,
+    }
+}
+
+/// One frame through the backbone and the decoder: the slots as
+/// detections, in slot order, and the state for the next frame.
+pub fn slots_for_tracking(
+    detector: &Detector,
+    rgb: &[u8],
+    (width, height): (u32, u32),
+    queries: &Tensor,
+    post: &PostProcess,
+    label_score: f64,
+    state: Option<&DecoderState>,
+) -> Result<(Vec<Detection>, StageTimings, DecoderState)> {
+    let (mut result, next) = detector.detect_slots(rgb, width, height, queries, post, state)?;
+    result.detections.sort_by_key(|d| d.patch);
+    Ok((
+        tracking_detections(&result, post, label_score)?,
+        result.timings,
+        next,
+    ))
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -151,10 +229,19 @@ pub fn track_video(
             "give at least one query".into(),
         ));
     }
-    let tracker =
-        DetectionTracker::new(job.tracker.clone()).map_err(TrackerError::InvalidOption)?;
+    let tracker = Tracking::for_job(&job.tracker, job.recurrent.as_ref())?;
+    if job.recurrent.is_some() && detector.decoder().is_none() {
+        return Err(TrackerError::InvalidOption(
+            "--tracker recurrent needs a checkpoint with a video decoder (owltrack train decoder)"
+                .into(),
+        ));
+    }
     let embeddings = detector.embed_queries(&job.queries)?;
-    let post = tracking_post_process(&job.tracker, job.nms_iou);
+    let post = match job.recurrent {
+        Some(_) => slot_post_process(&job.tracker),
+        None => tracking_post_process(&job.tracker, job.nms_iou),
+    };
+    let mut decoder_state: Option<DecoderState> = None;
     if post.objectness && detector.model().config().version == owltrack_models::OwlVersion::V1 {
         return Err(TrackerError::InvalidOption(
             "class-agnostic tracking needs an OWLv2 model (OWL-ViT has no objectness head)".into(),
@@ -216,14 +303,31 @@ pub fn track_video(
         decode_wait += waited.elapsed();
         let Event::Frame(frame) = event else { continue };
         let inferred = Instant::now();
-        let (detections, timings) = match detect_for_tracking(
-            detector,
-            &frame.rgb,
-            (frame.width, frame.height),
-            &embeddings,
-            &post,
-            job.label_score,
-        ) {
+        let size = (frame.width, frame.height);
+        let detected = match job.recurrent {
+            Some(_) => slots_for_tracking(
+                detector,
+                &frame.rgb,
+                size,
+                &embeddings,
+                &post,
+                job.label_score,
+                decoder_state.as_ref(),
+            )
+            .map(|(detections, timings, next)| {
+                decoder_state = Some(next);
+                (detections, timings)
+            }),
+            None => detect_for_tracking(
+                detector,
+                &frame.rgb,
+                size,
+                &embeddings,
+                &post,
+                job.label_score,
+            ),
+        };
+        let (detections, timings) = match detected {
             Ok(d) => d,
             Err(e) => {
                 failure = Some(e);
@@ -284,7 +388,7 @@ struct BackEnd {
 
 fn write_tracks(
     receiver: crossbeam_channel::Receiver<Detected>,
-    mut tracker: DetectionTracker,
+    mut tracker: Tracking,
     mut writer: Option<TrackFileWriter>,
     mut annotator: Option<Annotator>,
     names: &[String],

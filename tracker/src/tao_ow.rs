@@ -117,6 +117,41 @@ impl Default for EvalOptions {
 }
 
 /// One predicted box of a track, as TAO results files hold them.
+/// ID switches as CLEAR-MOT counts them, simply: following each
+/// ground-truth track through its annotated frames, every change of the
+/// predicted track id covering it (best IoU, at least 0.5) counts one.
+pub fn id_switches(gt: &TaoDataset, predictions: &[Prediction]) -> usize {
+    let corners = |b: &[f64; 4]| [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+    let mut by_image: HashMap<u64, Vec<&Prediction>> = HashMap::new();
+    for p in predictions {
+        by_image.entry(p.image_id).or_default().push(p);
+    }
+    let frame_of: HashMap<u64, u64> = gt.images.iter().map(|i| (i.id, i.frame_index)).collect();
+    let mut annotations: Vec<&crate::tao::Annotation> = gt.annotations.iter().collect();
+    annotations.sort_by_key(|a| (a.track_id, frame_of.get(&a.image_id).copied().unwrap_or(0)));
+    let mut last: HashMap<u64, i64> = HashMap::new();
+    let mut switches = 0;
+    for a in annotations {
+        let truth = corners(&a.bbox);
+        let best = by_image
+            .get(&a.image_id)
+            .into_iter()
+            .flatten()
+            .map(|p| (crate::tbd::iou(truth, corners(&p.bbox)), p.track_id))
+            .filter(|(overlap, _)| *overlap >= 0.5)
+            .max_by(|x, y| x.0.total_cmp(&y.0));
+        if let Some((_, id)) = best {
+            if last
+                .insert(a.track_id, id)
+                .is_some_and(|previous| previous != id)
+            {
+                switches += 1;
+            }
+        }
+    }
+    switches
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub image_id: u64,

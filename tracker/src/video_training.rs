@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use owltrack_decoder::image;
 use owltrack_models::train::{Clip, DecoderTrainer, FrameTruth, Losses, TrainOptions};
-use owltrack_models::video::DecoderConfig;
+use owltrack_models::video::{DecoderConfig, DECODER_CONFIG, DECODER_WEIGHTS};
 use owltrack_models::{Checkpoint, DType, Detector, Device, OwlVersion, Query, Tensor};
 use serde::Serialize;
 
@@ -18,9 +18,6 @@ use crate::rng::Pcg;
 use crate::tao::TaoDataset;
 use crate::training::LossLog;
 
-/// Where a checkpoint keeps its decoder, beside the backbone's files.
-pub const DECODER_WEIGHTS: &str = "video_decoder.safetensors";
-pub const DECODER_CONFIG: &str = "video_decoder.json";
 const STATE_FILE: &str = "decoder_state.safetensors";
 const CACHE_DIR: &str = "token-cache";
 

@@ -85,6 +85,9 @@ pub struct StreamOptions {
     pub native_rate: bool,
     /// JPEG quality (1–100) of the frames sent to viewers.
     pub jpeg_quality: Option<u8>,
+    /// `detection` (default) or `recurrent` (the model's video decoder
+    /// follows objects with its query slots).
+    pub tracker: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -302,6 +305,20 @@ pub(crate) async fn create_stream(
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
     let queries = build_queries(&state, request.queries, request.image_queries)?;
     let tracker = tracker_config(&state, request.tracker)?;
+    let recurrent = match request.options.tracker.as_deref() {
+        None | Some("detection") => None,
+        Some("recurrent") if state.inference().has_decoder() => Some(Default::default()),
+        Some("recurrent") => {
+            return Err(ApiError::bad_request(
+                "the recurrent tracker needs a model with a video decoder",
+            ))
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown tracker {other:?}: detection or recurrent"
+            )))
+        }
+    };
     let quality = request.options.jpeg_quality.unwrap_or(75);
     if !(1..=100).contains(&quality) {
         return Err(ApiError::bad_request("jpeg_quality must be 1–100"));
@@ -329,6 +346,7 @@ pub(crate) async fn create_stream(
         every_frame: request.options.every_frame,
         subscriber_buffer: state.config().client_buffer,
         jpeg_quality: quality,
+        recurrent,
         ..SessionConfig::new(source, queries)
     };
     let inference = state.inference().clone();
