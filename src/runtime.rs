@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use owltrack_models::{DType, Detector, Device};
+use owltrack_tracker::recurrent::SlotTrackerConfig;
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
@@ -103,20 +104,46 @@ pub fn async_runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// `--tracker`: `detection` (tracking by detection) or `recurrent` (the
-/// checkpoint's video decoder, its slots tracked with `slots`).
-pub fn tracker_choice(
-    name: &str,
-    slots: owltrack_tracker::recurrent::SlotTrackerConfig,
-) -> Result<Option<owltrack_tracker::recurrent::SlotTrackerConfig>> {
-    match name {
-        "detection" => Ok(None),
-        "recurrent" => {
-            slots
-                .validate()
-                .map_err(|e| anyhow::anyhow!("bad recurrent tracker setting: {e}"))?;
-            Ok(Some(slots))
+/// `--tracker` and the recurrent tracker's settings, shared by `track` and
+/// `benchmark`.
+#[derive(clap::Args)]
+pub struct TrackerChoice {
+    /// The tracker: `detection` (tracking by detection, ByteTrack-style) or
+    /// `recurrent` (Video OWL-ViT: the checkpoint's video decoder follows
+    /// objects with its query slots; see `owltrack train decoder`).
+    #[arg(long, default_value = "detection")]
+    pub tracker: String,
+    /// Recurrent tracker: a free slot scoring at least this starts a track.
+    #[arg(long, default_value_t = SlotTrackerConfig::default().birth_score)]
+    pub birth_score: f64,
+    /// Recurrent tracker: a slot scoring at least this keeps its track alive.
+    #[arg(long, default_value_t = SlotTrackerConfig::default().keep_score)]
+    pub keep_score: f64,
+    /// Recurrent tracker: frames a slot may go without evidence before its
+    /// track ends.
+    #[arg(long, default_value_t = SlotTrackerConfig::default().keep_alive)]
+    pub keep_alive: u32,
+}
+
+impl TrackerChoice {
+    /// None for tracking by detection; the slot tracker's settings for the
+    /// recurrent one (tracks confirmed after `confirm_hits` frames).
+    pub fn recurrent(&self, confirm_hits: u32) -> Result<Option<SlotTrackerConfig>> {
+        match self.tracker.as_str() {
+            "detection" => Ok(None),
+            "recurrent" => {
+                let slots = SlotTrackerConfig {
+                    birth_score: self.birth_score,
+                    keep_score: self.keep_score,
+                    keep_alive: self.keep_alive,
+                    confirm_hits,
+                };
+                slots
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("bad recurrent tracker setting: {e}"))?;
+                Ok(Some(slots))
+            }
+            other => bail!("unknown tracker {other:?}: `detection` or `recurrent`"),
         }
-        other => bail!("unknown tracker {other:?}: `detection` or `recurrent`"),
     }
 }

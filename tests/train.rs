@@ -293,11 +293,23 @@ fn trains_a_video_decoder_and_tracks_with_it() {
     assert!(lines.iter().all(|l| ids(l) == ids(&lines[0])));
 
     // Without a decoder, the recurrent tracker is refused with the reason.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        std::fs::copy(model.join(file), plain.join(file)).unwrap();
+    }
     let refused = owltrack(&[
         "track",
         frames.to_str().unwrap(),
         "-q",
         "red circle",
+        "--model",
+        plain.to_str().unwrap(),
         "--tracker",
         "recurrent",
     ]);

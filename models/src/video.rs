@@ -171,6 +171,30 @@ impl Layer {
     }
 }
 
+/// The box (cx, cy, w, h) of each of `tokens` patches of a square grid,
+/// row by row: where each image token sits.
+fn grid_boxes(tokens: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let side = (tokens as f64).sqrt().round() as usize;
+    if side * side != tokens {
+        return Err(ModelError::InvalidInput(format!(
+            "{tokens} image tokens do not form a square grid"
+        )));
+    }
+    let cell = 1.0 / side as f32;
+    let mut boxes = Vec::with_capacity(tokens * 4);
+    for row in 0..side {
+        for column in 0..side {
+            boxes.extend_from_slice(&[
+                (column as f32 + 0.5) * cell,
+                (row as f32 + 0.5) * cell,
+                cell,
+                cell,
+            ]);
+        }
+    }
+    Ok(Tensor::from_vec(boxes, (tokens, 4), device)?)
+}
+
 /// The recurrent decoder with its heads.
 pub struct VideoDecoder {
     config: DecoderConfig,
@@ -283,9 +307,15 @@ impl VideoDecoder {
                 state.tokens.dim(0)?
             )));
         }
+        // The tokens say what is in each patch, not where the patch is (the
+        // detector's box head adds that as a bias per patch): the memory
+        // gets its patches' positions through the same box embedding the
+        // slots' boxes go through, so a slot can find what lies near it.
+        let grid = grid_boxes(image_tokens.dim(1)?, image_tokens.device())?.to_dtype(self.dtype)?;
         let memory = self
             .memory_norm
-            .forward(&self.memory_proj.forward(image_tokens)?)?;
+            .forward(&self.memory_proj.forward(image_tokens)?)?
+            .broadcast_add(&self.box_embed.forward(&grid)?)?;
         let boxes_in = candle_nn::ops::sigmoid(&state.box_logits)?;
         let mut xs = (&state.tokens + self.box_embed.forward(&boxes_in)?)?;
         for layer in &self.layers {

@@ -4,11 +4,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use owltrack_tracker::benchmark::{category_queries, run_benchmark, BenchmarkJob};
 use owltrack_tracker::pipeline::TrackJob;
+use owltrack_tracker::recurrent::SlotTrackerConfig;
 use owltrack_tracker::tao::TaoDataset;
 use owltrack_tracker::tbd::TrackerConfig;
 
 use crate::progress;
-use crate::runtime::ModelArgs;
+use crate::runtime::{ModelArgs, TrackerChoice};
 
 #[derive(Subcommand)]
 pub enum BenchmarkCommand {
@@ -34,10 +35,8 @@ pub struct TaoOwArgs {
     pub gt: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The tracker: `detection` (tracking by detection, ByteTrack-style) or
-    /// `recurrent` (the checkpoint's video decoder, default slot settings).
-    #[arg(long, default_value = "detection")]
-    pub tracker: String,
+    #[command(flatten)]
+    pub tracker: TrackerChoice,
     /// Track by the dataset's category names instead of class-agnostically
     /// by objectness (TAO-OW scores objects whatever their class).
     #[arg(long)]
@@ -86,7 +85,9 @@ fn annotations(args: &TaoOwArgs) -> Result<PathBuf> {
 }
 
 fn tao_ow(args: TaoOwArgs) -> Result<()> {
-    let recurrent = crate::runtime::tracker_choice(&args.tracker, Default::default())?;
+    let recurrent = args
+        .tracker
+        .recurrent(SlotTrackerConfig::default().confirm_hits)?;
     let gt_path = annotations(&args)?;
     let gt =
         TaoDataset::read(&gt_path).with_context(|| format!("cannot read {}", gt_path.display()))?;

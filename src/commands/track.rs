@@ -6,11 +6,10 @@ use owltrack_decoder::{Source, DEFAULT_FOLDER_FPS};
 use owltrack_models::Query;
 use owltrack_tracker::formats::{TaoIds, TrackFormat};
 use owltrack_tracker::pipeline::{track_video, TrackJob, TrackSummary};
-use owltrack_tracker::recurrent::SlotTrackerConfig;
 use owltrack_tracker::tbd::TrackerConfig;
 
 use crate::progress;
-use crate::runtime::ModelArgs;
+use crate::runtime::{ModelArgs, TrackerChoice};
 
 #[derive(Args)]
 pub struct TrackArgs {
@@ -26,21 +25,8 @@ pub struct TrackArgs {
     pub image_queries: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The tracker: `detection` (tracking by detection, ByteTrack-style) or
-    /// `recurrent` (Video OWL-ViT: the checkpoint's video decoder follows
-    /// objects with its query slots; see `owltrack train decoder`).
-    #[arg(long, default_value = "detection")]
-    pub tracker: String,
-    /// Recurrent tracker: a free slot scoring at least this starts a track.
-    #[arg(long, default_value_t = SlotTrackerConfig::default().birth_score)]
-    pub birth_score: f64,
-    /// Recurrent tracker: a slot scoring at least this keeps its track alive.
-    #[arg(long, default_value_t = SlotTrackerConfig::default().keep_score)]
-    pub keep_score: f64,
-    /// Recurrent tracker: frames a slot may go without evidence before its
-    /// track ends.
-    #[arg(long, default_value_t = SlotTrackerConfig::default().keep_alive)]
-    pub keep_alive: u32,
+    #[command(flatten)]
+    pub tracker: TrackerChoice,
     /// Where the tracks go: a file (a folder when there are several
     /// inputs); without it, JSON lines on standard output.
     #[arg(short, long)]
@@ -167,15 +153,7 @@ fn read_image_query(path: &Path) -> Result<Query> {
 }
 
 pub fn run(args: TrackArgs) -> Result<()> {
-    let recurrent = crate::runtime::tracker_choice(
-        &args.tracker,
-        SlotTrackerConfig {
-            birth_score: args.birth_score,
-            keep_score: args.keep_score,
-            keep_alive: args.keep_alive,
-            confirm_hits: args.confirm_hits,
-        },
-    )?;
+    let recurrent = args.tracker.recurrent(args.confirm_hits)?;
     if args.queries.is_empty() && args.image_queries.is_empty() {
         bail!("give at least one query: -q TEXT or --image-query FILE");
     }

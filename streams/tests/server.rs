@@ -204,6 +204,11 @@ async fn rest_errors_auth_and_limits() {
             "tracker",
         ),
         (
+            json!({"source": file, "queries": ["a"], "options": {"tracker": "magic"}}),
+            400,
+            "unknown tracker",
+        ),
+        (
             json!({"source": "concat:/etc/passwd|/etc/hosts", "queries": ["a"]}),
             403,
             "not allowed",
@@ -921,5 +926,38 @@ async fn the_viewer_page_draws_boxes_over_the_video() {
         out.display()
     );
     drop(browser);
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recurrent_stream_tracks_with_the_decoders_slots() {
+    let (dir, video) = synthetic_video(30, 808);
+    let server = Server::start(files_config(dir.path())).await;
+    let client = reqwest::Client::new();
+    let file = video.file_name().unwrap().to_str().unwrap().to_owned();
+    let id = create(
+        &client,
+        &server,
+        // Class-agnostic: slots are scored by objectness, which the small
+        // built-in decoder gives with more confidence than names.
+        json!({"source": format!("videos/{file}"), "queries": QUERIES,
+               "tracker": {"class_agnostic": true},
+               "options": {"every_frame": true, "tracker": "recurrent"}}),
+    )
+    .await;
+    let mut socket = connect(&server, &id, "").await;
+    let messages = until_end(&mut socket).await;
+    assert_eq!(messages.last().unwrap()["event"], "ended", "{messages:?}");
+    let updates = updates(&messages);
+    assert!(updates.len() >= 25, "{} updates", updates.len());
+    // Slots are tracks, and a track's id persists over frames.
+    let mut seen: std::collections::HashMap<u64, usize> = Default::default();
+    for update in &updates {
+        for track in update["tracks"].as_array().unwrap() {
+            *seen.entry(track["id"].as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    assert!(!seen.is_empty(), "the recurrent tracker reported nothing");
+    assert!(seen.values().any(|frames| *frames >= 10), "{seen:?}");
     server.shut_down().await;
 }
