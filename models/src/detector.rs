@@ -146,15 +146,16 @@ impl Detector {
         let preprocessed = std::time::Instant::now();
         let tokens = self.model.backbone(&pixels)?;
         let embedded = std::time::Instant::now();
+        let image = self.model.heads(tokens)?;
         let first;
         let state = match state {
             Some(state) => state,
             None => {
-                first = decoder.initial_state(1)?;
+                first = decoder.initial_state(&image)?;
                 &first
             }
         };
-        let (outputs, next) = decoder.step(&tokens.to_dtype(decoder.dtype())?, state)?;
+        let (outputs, next) = decoder.step(&image, state)?;
         let logits = outputs.class_logits(queries, None)?.squeeze(0)?;
         let boxes = outputs.boxes_of(0)?;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;

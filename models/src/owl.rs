@@ -80,6 +80,33 @@ impl ImageOutputs {
             .collect())
     }
 
+    /// Several images' outputs as one batch.
+    pub fn concat(parts: &[&ImageOutputs]) -> candle_core::Result<ImageOutputs> {
+        let first = parts
+            .first()
+            .ok_or_else(|| candle_core::Error::Msg("nothing to concatenate".into()))?;
+        let cat = |pick: fn(&ImageOutputs) -> &Tensor| -> candle_core::Result<Tensor> {
+            Tensor::cat(&parts.iter().map(|p| pick(p)).collect::<Vec<_>>(), 0)
+        };
+        let objectness = match parts
+            .iter()
+            .map(|p| p.objectness.as_ref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(all) => Some(Tensor::cat(&all, 0)?),
+            None => None,
+        };
+        Ok(ImageOutputs {
+            tokens: cat(|p| &p.tokens)?,
+            grid: first.grid,
+            boxes: cat(|p| &p.boxes)?,
+            class_embeds: cat(|p| &p.class_embeds)?,
+            logit_shift: cat(|p| &p.logit_shift)?,
+            logit_scale: cat(|p| &p.logit_scale)?,
+            objectness,
+        })
+    }
+
     /// The outputs of image `index` alone, as a batch of one.
     pub fn select(&self, index: usize) -> candle_core::Result<ImageOutputs> {
         let one = |t: &Tensor| t.narrow(0, index, 1);

@@ -44,6 +44,20 @@ pub struct DecoderConfig {
     /// Width of class embeddings: the text tower's projection size.
     pub embed_dim: usize,
     pub layer_norm_eps: f64,
+    /// Start the first frame's slots on the most object-like patches (as
+    /// two-stage DETR) instead of at learned queries and boxes.
+    pub seed_from_patches: bool,
+    /// Where the memory's patches are: their cells of the grid, or the
+    /// boxes the detector's box head predicts for them.
+    pub positions: Positions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    #[default]
+    Grid,
+    PatchBoxes,
 }
 
 impl Default for DecoderConfig {
@@ -57,6 +71,8 @@ impl Default for DecoderConfig {
             image_width: 768,
             embed_dim: 512,
             layer_norm_eps: 1e-5,
+            seed_from_patches: false,
+            positions: Positions::Grid,
         }
     }
 }
@@ -204,6 +220,8 @@ pub struct VideoDecoder {
     query_boxes: Tensor,
     memory_proj: Dense,
     memory_norm: LayerNorm,
+    /// With `seed_from_patches`.
+    seed_proj: Option<Dense>,
     box_embed: Dense,
     layers: Vec<Layer>,
     final_norm: LayerNorm,
@@ -242,6 +260,10 @@ impl VideoDecoder {
             query_boxes,
             memory_proj: Dense::load(vb.pp("memory_proj"), config.image_width, w, true)?,
             memory_norm: layer_norm(w, config.layer_norm_eps, vb.pp("memory_norm"))?,
+            seed_proj: config
+                .seed_from_patches
+                .then(|| Dense::load(vb.pp("seed_proj"), config.image_width, w, true))
+                .transpose()?,
             box_embed: Dense::load(vb.pp("box_embed"), 4, w, true)?,
             layers,
             final_norm: layer_norm(w, config.layer_norm_eps, vb.pp("final_norm"))?,
@@ -274,32 +296,63 @@ impl VideoDecoder {
         self.dtype
     }
 
-    /// The first frame's state: the learned queries, for `batch` clips.
-    pub fn initial_state(&self, batch: usize) -> Result<DecoderState> {
+    /// The first frame's state for `image` (the first frames of B clips).
+    /// With `seed_from_patches` and objectness, the slots start on the K most
+    /// object-like patches, as two-stage DETR seeds its queries: each slot is
+    /// its patch's token (projected) plus its learned query, at its patch's
+    /// box. Otherwise, the learned queries at their learned boxes.
+    pub fn initial_state(&self, image: &ImageOutputs) -> Result<DecoderState> {
+        let (batch, patches, _) = image.tokens.dims3()?;
         let (k, w) = (self.config.queries, self.config.width);
+        let learned = self
+            .query_tokens
+            .unsqueeze(0)?
+            .broadcast_as((batch, k, w))?
+            .contiguous()?;
+        let (Some(objectness), Some(seed_proj), true) =
+            (&image.objectness, &self.seed_proj, patches >= k)
+        else {
+            return Ok(DecoderState {
+                tokens: learned,
+                box_logits: self
+                    .query_boxes
+                    .unsqueeze(0)?
+                    .broadcast_as((batch, k, 4))?
+                    .contiguous()?,
+            });
+        };
+        let scores = objectness.detach().to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let (mut tokens, mut boxes) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
+        for (b, scores) in scores.iter().enumerate() {
+            let mut order: Vec<u32> = (0..patches as u32).collect();
+            order.sort_by(|&i, &j| scores[j as usize].total_cmp(&scores[i as usize]));
+            order.truncate(k);
+            let chosen = Tensor::from_vec(order, k, image.tokens.device())?;
+            tokens.push(image.tokens.get(b)?.index_select(&chosen, 0)?);
+            boxes.push(image.boxes.get(b)?.index_select(&chosen, 0)?);
+        }
+        let seeds = Tensor::stack(&tokens, 0)?.detach();
+        let boxes = Tensor::stack(&boxes, 0)?
+            .detach()
+            .to_dtype(self.dtype)?
+            .clamp(1e-4, 1.0 - 1e-4)?;
+        let box_logits = (boxes.log()? - boxes.affine(-1.0, 1.0)?.log()?)?;
         Ok(DecoderState {
-            tokens: self
-                .query_tokens
-                .unsqueeze(0)?
-                .broadcast_as((batch, k, w))?
-                .contiguous()?,
-            box_logits: self
-                .query_boxes
-                .unsqueeze(0)?
-                .broadcast_as((batch, k, 4))?
-                .contiguous()?,
+            tokens: (seed_proj.forward(&seeds)? + learned)?,
+            box_logits,
         })
     }
 
-    /// One frame: the slots of `state` attend to `image_tokens` (B, N, D)
-    /// of the frame; returns the frame's outputs (one entry per slot) and
-    /// the state for the next frame.
+    /// One frame: the slots of `state` attend to the frame's image tokens;
+    /// returns the frame's outputs (one entry per slot) and the state for
+    /// the next frame. `image` is the backbone's output for the frame with
+    /// the detector's heads (B, N patches).
     pub fn step(
         &self,
-        image_tokens: &Tensor,
+        image: &ImageOutputs,
         state: &DecoderState,
     ) -> Result<(ImageOutputs, DecoderState)> {
-        let (batch, _, width) = image_tokens.dims3()?;
+        let (batch, _, width) = image.tokens.dims3()?;
         if width != self.config.image_width || state.tokens.dim(0)? != batch {
             return Err(ModelError::InvalidInput(format!(
                 "the decoder reads {}-wide image tokens for {} clips, got {width}-wide for {batch}",
@@ -307,15 +360,20 @@ impl VideoDecoder {
                 state.tokens.dim(0)?
             )));
         }
-        // The tokens say what is in each patch, not where the patch is (the
-        // detector's box head adds that as a bias per patch): the memory
-        // gets its patches' positions through the same box embedding the
-        // slots' boxes go through, so a slot can find what lies near it.
-        let grid = grid_boxes(image_tokens.dim(1)?, image_tokens.device())?.to_dtype(self.dtype)?;
+        // The tokens say what is in each patch, not where (the detector's
+        // box head adds that): the memory gets each patch's position — its
+        // grid cell or its predicted box — through the same box embedding
+        // the slots' boxes go through, so a slot finds what lies where it is.
+        let positions = match self.config.positions {
+            Positions::Grid => grid_boxes(image.tokens.dim(1)?, image.tokens.device())?
+                .to_dtype(self.dtype)?
+                .unsqueeze(0)?,
+            Positions::PatchBoxes => image.boxes.detach(),
+        };
         let memory = self
             .memory_norm
-            .forward(&self.memory_proj.forward(image_tokens)?)?
-            .broadcast_add(&self.box_embed.forward(&grid)?)?;
+            .forward(&self.memory_proj.forward(&image.tokens)?)?
+            .broadcast_add(&self.box_embed.forward(&positions)?)?;
         let boxes_in = candle_nn::ops::sigmoid(&state.box_logits)?;
         let mut xs = (&state.tokens + self.box_embed.forward(&boxes_in)?)?;
         for layer in &self.layers {

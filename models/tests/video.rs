@@ -8,7 +8,8 @@ use candle_nn::{VarBuilder, VarMap};
 use owltrack_models::train::{
     Clip, ClipMatcher, DecoderTrainer, Focal, FrameTruth, MatchWeights, TrainOptions,
 };
-use owltrack_models::video::{DecoderConfig, VideoDecoder};
+use owltrack_models::video::{DecoderConfig, Positions, VideoDecoder};
+use owltrack_models::ImageOutputs;
 
 fn config() -> DecoderConfig {
     DecoderConfig {
@@ -20,6 +21,25 @@ fn config() -> DecoderConfig {
         image_width: 24,
         embed_dim: 16,
         layer_norm_eps: 1e-5,
+        seed_from_patches: true,
+        positions: Positions::PatchBoxes,
+    }
+}
+
+/// A frame's backbone outputs as the decoder reads them: tokens (B, N, D)
+/// with patch boxes and objectness (the class head's outputs are unused).
+fn frame_outputs(tokens: Tensor) -> ImageOutputs {
+    let (batch, patches, _) = tokens.dims3().unwrap();
+    let device = tokens.device().clone();
+    let random = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+    ImageOutputs {
+        boxes: candle_nn::ops::sigmoid(&random(&[batch, patches, 4])).unwrap(),
+        class_embeds: random(&[batch, patches, 16]),
+        logit_shift: Tensor::zeros((batch, patches, 1), DType::F32, &device).unwrap(),
+        logit_scale: Tensor::ones((batch, patches, 1), DType::F32, &device).unwrap(),
+        objectness: Some(random(&[batch, patches])),
+        grid: (6, 6),
+        tokens,
     }
 }
 
@@ -32,9 +52,40 @@ fn outputs_have_an_images_shape_and_slots_recur() {
         VarBuilder::from_varmap(&weights, DType::F32, &device),
     )
     .unwrap();
-    let tokens = Tensor::randn(0f32, 1.0, (2, 36, 24), &device).unwrap();
-    let first = decoder.initial_state(2).unwrap();
-    let (outputs, second) = decoder.step(&tokens, &first).unwrap();
+    let image = frame_outputs(Tensor::randn(0f32, 1.0, (2, 36, 24), &device).unwrap());
+    let first = decoder.initial_state(&image).unwrap();
+    // Seeded from the six most object-like patches: their boxes.
+    let objectness = image
+        .objectness
+        .as_ref()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let best = (0..36)
+        .max_by(|&i, &j| objectness[i].total_cmp(&objectness[j]))
+        .unwrap();
+    let seeded = candle_nn::ops::sigmoid(&first.box_logits)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let patch = image
+        .boxes
+        .get(0)
+        .unwrap()
+        .get(best)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (a, b) in seeded.iter().zip(&patch) {
+        assert!((a - b).abs() < 1e-4, "{seeded:?} vs {patch:?}");
+    }
+    let (outputs, second) = decoder.step(&image, &first).unwrap();
     assert_eq!(outputs.boxes.dims(), [2, 6, 4]);
     assert_eq!(outputs.class_embeds.dims(), [2, 6, 16]);
     assert_eq!(outputs.logit_shift.dims(), [2, 6, 1]);
@@ -56,8 +107,26 @@ fn outputs_have_an_images_shape_and_slots_recur() {
     // Boxes stay in the unit square.
     let boxes: Vec<f32> = outputs.boxes.flatten_all().unwrap().to_vec1().unwrap();
     assert!(boxes.iter().all(|b| (0.0..=1.0).contains(b)));
+    // Unseeded, with grid positions: learned first slots, same shapes.
+    let plain = VideoDecoder::new(
+        DecoderConfig {
+            seed_from_patches: false,
+            positions: Positions::Grid,
+            ..config()
+        },
+        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &device),
+    )
+    .unwrap();
+    let start = plain.initial_state(&image).unwrap();
+    let (plain_outputs, _) = plain.step(&image, &start).unwrap();
+    assert_eq!(plain_outputs.boxes.dims(), [2, 6, 4]);
+    let learned = start.box_logits.get(0).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(
+        learned,
+        start.box_logits.get(1).unwrap().to_vec2::<f32>().unwrap()
+    );
     // Wrong widths are refused with a reason.
-    let wrong = Tensor::zeros((2, 36, 25), DType::F32, &device).unwrap();
+    let wrong = frame_outputs(Tensor::zeros((2, 36, 25), DType::F32, &device).unwrap());
     assert!(decoder.step(&wrong, &second).is_err());
 }
 
@@ -65,8 +134,8 @@ fn outputs_have_an_images_shape_and_slots_recur() {
 /// frame 2; image tokens are fixed random features per frame.
 fn clip(device: &Device) -> Clip {
     let frames = 4;
-    let tokens: Vec<Tensor> = (0..frames)
-        .map(|_| Tensor::randn(0f32, 1.0, (36, 24), device).unwrap())
+    let tokens: Vec<ImageOutputs> = (0..frames)
+        .map(|_| frame_outputs(Tensor::randn(0f32, 1.0, (1, 36, 24), device).unwrap()))
         .collect();
     let truths: Vec<FrameTruth> = (0..frames)
         .map(|f| {
@@ -85,7 +154,10 @@ fn clip(device: &Device) -> Clip {
             truth
         })
         .collect();
-    Clip { tokens, truths }
+    Clip {
+        frames: tokens,
+        truths,
+    }
 }
 
 fn options(steps: usize) -> TrainOptions {
@@ -120,11 +192,11 @@ fn a_tiny_decoder_overfits_a_clip_with_consistent_slots() {
     // clip, and the slots sit on their tracks.
     let decoder = trainer.decoder();
     let mut matcher = ClipMatcher::new(6, MatchWeights::default(), Focal::default());
-    let mut state = decoder.initial_state(1).unwrap();
+    let mut state = decoder.initial_state(&clip.frames[0]).unwrap();
     let mut slot_of: std::collections::HashMap<u64, usize> = Default::default();
     let mut errors = Vec::new();
-    for (tokens, truth) in clip.tokens.iter().zip(&clip.truths) {
-        let (outputs, next) = decoder.step(&tokens.unsqueeze(0).unwrap(), &state).unwrap();
+    for (frame, truth) in clip.frames.iter().zip(&clip.truths) {
+        let (outputs, next) = decoder.step(frame, &state).unwrap();
         let logits: Vec<f32> = outputs
             .class_logits(&queries, None)
             .unwrap()

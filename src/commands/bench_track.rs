@@ -156,8 +156,9 @@ pub fn run(args: TrackBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Per-frame time of the video decoder's step alone (the backbone's tokens
-/// computed beforehand), carrying its state from frame to frame.
+/// Per-frame time of the video decoder's step alone (the backbone and the
+/// detector's heads computed beforehand), carrying its state from frame to
+/// frame.
 fn decoder_step_ms(detector: &Detector, frames: &[owltrack_decoder::Frame]) -> Result<Option<f64>> {
     let Some(decoder) = detector.decoder() else {
         return Ok(None);
@@ -173,11 +174,13 @@ fn decoder_step_ms(detector: &Detector, frames: &[owltrack_decoder::Frame]) -> R
         tokens.push(
             detector
                 .model()
-                .backbone(&pixels)?
-                .to_dtype(decoder.dtype())?,
+                .heads(detector.model().backbone(&pixels)?)?,
         );
     }
-    let mut state = decoder.initial_state(1)?;
+    let Some(first) = tokens.first() else {
+        return Ok(None);
+    };
+    let mut state = decoder.initial_state(first)?;
     let started = Instant::now();
     for t in &tokens {
         state = decoder.step(t, &state)?.1;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use owltrack_models::train::TrainOptions;
-use owltrack_models::video::DecoderConfig;
+use owltrack_models::video::{DecoderConfig, Positions};
 use owltrack_models::{Checkpoint, OwlConfig, ARCHITECTURES};
 use owltrack_tracker::training::{train_detector, DetectorTraining};
 use owltrack_tracker::video_training::{train_decoder, DecoderTraining};
@@ -54,6 +54,14 @@ pub struct DecoderArgs {
     /// Object query slots.
     #[arg(long, default_value_t = 16)]
     pub slots: usize,
+    /// Seed the first frame's slots from the most object-like patches
+    /// (two-stage DETR) instead of learned queries.
+    #[arg(long)]
+    pub seed_from_patches: bool,
+    /// Positions of the memory's patches: `grid` (their cells) or
+    /// `patch-boxes` (the detector's predicted boxes).
+    #[arg(long, default_value = "grid", value_parser = parse_positions)]
+    pub positions: Positions,
     /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -265,6 +273,8 @@ fn decoder(args: DecoderArgs) -> Result<()> {
             width: args.width,
             heads: args.heads,
             queries: args.slots,
+            seed_from_patches: args.seed_from_patches,
+            positions: args.positions,
             ..DecoderConfig::default()
         },
         steps: args.steps,
@@ -310,6 +320,14 @@ fn decoder(args: DecoderArgs) -> Result<()> {
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+fn parse_positions(text: &str) -> Result<Positions, String> {
+    match text {
+        "grid" => Ok(Positions::Grid),
+        "patch-boxes" => Ok(Positions::PatchBoxes),
+        other => Err(format!("{other:?}: grid or patch-boxes")),
+    }
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {

@@ -233,11 +233,19 @@ pub fn train_decoder(
         for _ in 0..job.batch {
             let v = rng.below(usable.len());
             let start = rng.below(usable[v].files.len() - job.clip_frames + 1);
+            // The detector's heads on the cached tokens: cheap, and they
+            // give the decoder each patch's box and objectness.
             let frames = (start..start + job.clip_frames)
-                .map(|f| tokens[v].get(f).map_err(owltrack_models::ModelError::from))
+                .map(|f| {
+                    let frame = tokens[v]
+                        .get(f)
+                        .and_then(|t| t.unsqueeze(0)?.to_dtype(DType::F32))
+                        .map_err(owltrack_models::ModelError::from)?;
+                    detector.model().heads(frame)
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             clips.push(Clip {
-                tokens: frames,
+                frames,
                 truths: usable[v].truths[start..start + job.clip_frames].to_vec(),
             });
         }

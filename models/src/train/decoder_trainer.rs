@@ -12,14 +12,15 @@ use super::clip_matching::{ClipMatcher, FrameTruth};
 use super::optim::AdamW;
 use super::trainer::{detection_losses, Losses, TrainOptions};
 use crate::error::{ModelError, Result};
+use crate::owl::ImageOutputs;
 use crate::video::{DecoderConfig, VideoDecoder};
 
-/// One training clip: each frame's backbone tokens (N, D) and ground truth
-/// (boxes normalised to the model's input square; labels index the step's
-/// queries).
+/// One training clip: each frame's backbone outputs with the detector's
+/// heads (a batch of one) and ground truth (boxes normalised to the model's
+/// input square; labels index the step's queries).
 #[derive(Debug, Clone)]
 pub struct Clip {
-    pub tokens: Vec<Tensor>,
+    pub frames: Vec<ImageOutputs>,
     pub truths: Vec<FrameTruth>,
 }
 
@@ -68,11 +69,11 @@ impl DecoderTrainer {
     /// One optimisation step on `clips` (all of one length); `queries` (Q, E)
     /// are the embeddings the truths' labels index.
     pub fn step(&mut self, clips: &[Clip], queries: &Tensor) -> Result<Losses> {
-        let frames = clips.first().map_or(0, |c| c.tokens.len());
+        let frames = clips.first().map_or(0, |c| c.frames.len());
         if frames == 0
             || clips
                 .iter()
-                .any(|c| c.tokens.len() != frames || c.truths.len() != frames)
+                .any(|c| c.frames.len() != frames || c.truths.len() != frames)
         {
             return Err(ModelError::InvalidInput(
                 "a step needs clips of one length, with tokens and truth for every frame".into(),
@@ -91,13 +92,15 @@ impl DecoderTrainer {
             .map(|t| t.tracks.len())
             .sum::<usize>()
             .max(1) as f64;
-        let mut state = self.decoder.initial_state(clips.len())?;
+        let batch_of = |frame: usize| -> Result<ImageOutputs> {
+            let parts: Vec<&ImageOutputs> = clips.iter().map(|c| &c.frames[frame]).collect();
+            Ok(ImageOutputs::concat(&parts)?)
+        };
+        let mut state = self.decoder.initial_state(&batch_of(0)?)?;
         let mut total: Option<Tensor> = None;
         let mut losses = Losses::default();
         for frame in 0..frames {
-            let tokens: Vec<Tensor> = clips.iter().map(|c| c.tokens[frame].clone()).collect();
-            let tokens = Tensor::stack(&tokens, 0)?.to_dtype(DType::F32)?;
-            let (outputs, next) = self.decoder.step(&tokens, &state)?;
+            let (outputs, next) = self.decoder.step(&batch_of(frame)?, &state)?;
             let logits = outputs.class_logits(queries, None)?;
             let host_logits: Vec<f32> = logits.detach().flatten_all()?.to_vec1()?;
             let host_boxes = outputs.boxes.detach().to_vec3::<f32>()?;
