@@ -135,15 +135,8 @@ impl DecoderTrainer {
         }
         let total = total.ok_or_else(|| ModelError::InvalidInput("an empty clip".into()))?;
         losses.total = total.to_scalar::<f32>()?;
-        if !losses.total.is_finite() {
-            return Err(ModelError::InvalidInput(format!(
-                "the loss diverged at step {}: {losses:?}",
-                self.optimiser.step
-            )));
-        }
-        let gradients = total.backward()?;
         self.optimiser
-            .apply(&self.weights, &gradients, &self.options)?;
+            .minimise(&self.weights, &total, &losses, &self.options)?;
         Ok(losses)
     }
 

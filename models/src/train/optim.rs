@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::trainer::TrainOptions;
+use super::trainer::{Losses, TrainOptions};
 use crate::error::{ModelError, Result};
 
 const BETA1: f64 = 0.9;
@@ -79,6 +79,25 @@ impl AdamW {
         }
         self.step += 1;
         Ok(())
+    }
+
+    /// One step down the gradient of `total`, whose parts `losses` reports;
+    /// a loss that is not finite stops training with the step and the parts.
+    pub(crate) fn minimise(
+        &mut self,
+        weights: &VarMap,
+        total: &Tensor,
+        losses: &Losses,
+        options: &TrainOptions,
+    ) -> Result<()> {
+        if !losses.total.is_finite() {
+            return Err(ModelError::InvalidInput(format!(
+                "the loss diverged at step {}: {losses:?}",
+                self.step
+            )));
+        }
+        let gradients = total.backward()?;
+        self.apply(weights, &gradients, options)
     }
 
     /// Writes the moments and the step to `path`.

@@ -324,15 +324,8 @@ impl Trainer {
             giou: detection.giou,
             objectness: detection.objectness,
         };
-        if !losses.total.is_finite() {
-            return Err(ModelError::InvalidInput(format!(
-                "the loss diverged at step {}: {losses:?}",
-                self.optimiser.step
-            )));
-        }
-        let gradients = total.backward()?;
         self.optimiser
-            .apply(&self.weights, &gradients, &self.options)?;
+            .minimise(&self.weights, &total, &losses, &self.options)?;
         Ok(losses)
     }
 
