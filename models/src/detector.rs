@@ -156,6 +156,26 @@ impl Detector {
             }
         };
         let (outputs, next) = decoder.step(&image, state)?;
+        let mut result = self.score(outputs, queries, post, (width, height))?;
+        let timings = StageTimings {
+            preprocess: preprocessed - started,
+            backbone: embedded - preprocessed,
+            heads: embedded.elapsed(),
+        };
+        result.timings = timings;
+        Ok((result, next))
+    }
+
+    /// One image's (or one frame's decoder slots') outputs, a batch of one,
+    /// scored against `queries` and post-processed for a `width`×`height`
+    /// source; the timings are left for the caller.
+    fn score(
+        &self,
+        outputs: ImageOutputs,
+        queries: &Tensor,
+        post: &PostProcess,
+        (width, height): (u32, u32),
+    ) -> Result<ImageResult> {
         let logits = outputs.class_logits(queries, None)?.squeeze(0)?;
         let boxes = outputs.boxes_of(0)?;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
@@ -172,20 +192,12 @@ impl Detector {
             scale,
             (width, height),
         );
-        let timings = StageTimings {
-            preprocess: preprocessed - started,
-            backbone: embedded - preprocessed,
-            heads: embedded.elapsed(),
-        };
-        Ok((
-            ImageResult {
-                outputs,
-                logits,
-                detections,
-                timings,
-            },
-            next,
-        ))
+        Ok(ImageResult {
+            outputs,
+            logits,
+            detections,
+            timings: StageTimings::default(),
+        })
     }
 
     pub fn model(&self) -> &OwlModel {
@@ -293,31 +305,12 @@ impl Detector {
             } else {
                 batch.select(index)?
             };
-            let logits = self
-                .model
-                .class_logits(&outputs, item.queries, None)?
-                .squeeze(0)?;
-            let boxes = outputs.boxes_of(0)?;
-            let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-            let scale = box_scale(self.model.config().version, item.width, item.height);
-            let objectness: Option<Vec<f32>> = match (&outputs.objectness, item.post.objectness) {
-                (Some(o), true) => Some(o.get(0)?.to_dtype(DType::F32)?.to_vec1()?),
-                _ => None,
-            };
-            let detections = item.post.run(
-                &flat,
-                logits.dim(1)?,
-                &boxes,
-                objectness.as_deref(),
-                scale,
-                (item.width, item.height),
-            );
-            results.push(ImageResult {
+            results.push(self.score(
                 outputs,
-                logits,
-                detections,
-                timings: StageTimings::default(),
-            });
+                item.queries,
+                item.post,
+                (item.width, item.height),
+            )?);
         }
         let timings = StageTimings {
             preprocess: preprocessed - started,

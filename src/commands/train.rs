@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use owltrack_models::train::TrainOptions;
+use owltrack_models::train::{Losses, TrainOptions};
 use owltrack_models::video::{DecoderConfig, Positions};
 use owltrack_models::{Checkpoint, OwlConfig, ARCHITECTURES};
 use owltrack_tracker::training::{train_detector, DetectorTraining};
@@ -240,18 +240,7 @@ fn detector(args: DetectorArgs) -> Result<()> {
     };
     let bar = progress::bar(Some(args.steps as u64), "steps");
     let summary = train_detector(&job, |step, losses| {
-        bar.set_position(step as u64);
-        bar.set_message(format!("loss {:.3}", losses.total));
-        if step % 50 == 0 {
-            tracing::info!(
-                step,
-                total = losses.total,
-                class = losses.class,
-                l1 = losses.l1,
-                giou = losses.giou,
-                "training"
-            );
-        }
+        report_step(&bar, step, losses);
     })
     .with_context(|| format!("training on {} failed", args.data.display()))?;
     bar.finish_and_clear();
@@ -302,24 +291,29 @@ fn decoder(args: DecoderArgs) -> Result<()> {
         },
         |step, _, losses| {
             cache_bar.finish_and_clear();
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {:.3}", losses.total));
-            if step % 50 == 0 {
-                tracing::info!(
-                    step,
-                    total = losses.total,
-                    class = losses.class,
-                    l1 = losses.l1,
-                    giou = losses.giou,
-                    "training"
-                );
-            }
+            report_step(&bar, step, losses);
         },
     )
     .with_context(|| format!("training the decoder on {} failed", args.data.display()))?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// A step's progress on the bar, and its losses in the log every 50 steps.
+fn report_step(bar: &indicatif::ProgressBar, step: usize, losses: &Losses) {
+    bar.set_position(step as u64);
+    bar.set_message(format!("loss {:.3}", losses.total));
+    if step.is_multiple_of(50) {
+        tracing::info!(
+            step,
+            total = losses.total,
+            class = losses.class,
+            l1 = losses.l1,
+            giou = losses.giou,
+            "training"
+        );
+    }
 }
 
 fn parse_positions(text: &str) -> Result<Positions, String> {

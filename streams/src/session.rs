@@ -338,9 +338,11 @@ fn run(
         None => tracking_post_process(&config.tracker, config.nms_iou),
     };
     let mut decoder_state = None;
-    let mut queries = config.queries.clone();
+    // The queries live on as their embeddings and, for the updates' labels,
+    // their names.
+    let mut query_names = names(&config.queries);
     let mut version = 1u64;
-    let mut embeddings = match inference.embed(queries.clone()) {
+    let mut embeddings = match inference.embed(config.queries.clone()) {
         Ok(e) => e,
         Err(error) => {
             let mut s = lock(&stream.status);
@@ -360,24 +362,26 @@ fn run(
         loop {
             match controls.try_recv() {
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break 'stream,
-                Ok(Control::SetQueries(new)) => match inference.embed(new.clone()) {
-                    Ok(e) => {
-                        let old = names(&std::mem::replace(&mut queries, new));
-                        let new_names = names(&queries);
-                        tracker.relabel(|i| {
-                            old.get(i)
-                                .and_then(|q| new_names.iter().position(|n| n == q))
-                        });
-                        embeddings = e;
-                        version += 1;
-                        let mut s = lock(&stream.status);
-                        s.queries = new_names.clone();
-                        s.query_version = version;
-                        drop(s);
-                        stream.event("queries_changed", Some(new_names.join(", ")), version);
+                Ok(Control::SetQueries(new)) => {
+                    let new_names = names(&new);
+                    match inference.embed(new) {
+                        Ok(e) => {
+                            let old = std::mem::replace(&mut query_names, new_names.clone());
+                            tracker.relabel(|i| {
+                                old.get(i)
+                                    .and_then(|q| new_names.iter().position(|n| n == q))
+                            });
+                            embeddings = e;
+                            version += 1;
+                            let mut s = lock(&stream.status);
+                            s.queries = new_names.clone();
+                            s.query_version = version;
+                            drop(s);
+                            stream.event("queries_changed", Some(new_names.join(", ")), version);
+                        }
+                        Err(error) => stream.event("error", Some(error), version),
                     }
-                    Err(error) => stream.event("error", Some(error), version),
-                },
+                }
                 Err(TryRecvError::Empty) => break,
             }
         }
@@ -428,7 +432,7 @@ fn run(
             }
         };
         let reports = tracker.update(&detections, false);
-        let tracks = TrackedObject::from_reports(&reports, &names(&queries));
+        let tracks = TrackedObject::from_reports(&reports, &query_names);
         let latency = frame.decoded_at.elapsed();
         stream.publish(
             &Message::Update {
