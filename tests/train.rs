@@ -319,3 +319,134 @@ fn trains_a_video_decoder_and_tracks_with_it() {
         error_of(&refused)
     );
 }
+
+#[test]
+fn trains_a_video_decoder_on_pseudo_videos_from_stills() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(owltrack(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--videos",
+        "1",
+        "--frames",
+        "6",
+        "--size",
+        "160x120",
+        "--no-video",
+    ]));
+    // The same frames as a plain COCO dataset of stills (no videos, tracks or
+    // frame indices), with one category renamed so that the vocabulary must
+    // merge the two datasets' categories by name.
+    let tao: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("annotations.json")).unwrap())
+            .unwrap();
+    let stills = dir.path().join("stills");
+    std::fs::create_dir(&stills).unwrap();
+    let mut images = Vec::new();
+    for image in tao["images"].as_array().unwrap() {
+        let name = image["file_name"].as_str().unwrap();
+        let file = format!("{}.png", image["id"]);
+        std::fs::copy(data.join(name), stills.join(&file)).unwrap();
+        images.push(serde_json::json!({
+            "id": image["id"], "file_name": file,
+            "width": image["width"], "height": image["height"],
+        }));
+    }
+    let annotations: Vec<Value> = tao["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "id": a["id"], "image_id": a["image_id"],
+                "category_id": a["category_id"], "bbox": a["bbox"],
+            })
+        })
+        .collect();
+    let mut categories = tao["categories"].as_array().unwrap().clone();
+    categories[0]["name"] = Value::from("purple hexagon");
+    let coco = serde_json::json!({
+        "images": images, "annotations": annotations, "categories": categories,
+    });
+    std::fs::write(stills.join("annotations.json"), coco.to_string()).unwrap();
+
+    let train = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "train",
+            "decoder",
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            "2",
+            "--clip-frames",
+            "3",
+            "--slots",
+            "8",
+            "--width",
+            "32",
+            "--steps",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        (owltrack(&args), out)
+    };
+    let stills_s = stills.to_str().unwrap();
+    let (output, out) = train(
+        "stills-only",
+        &[
+            "--stills",
+            stills_s,
+            "--stills-max",
+            "3",
+            "--pseudo-per-still",
+            "2",
+            "--pseudo-frames",
+            "5",
+        ],
+    );
+    let summary: Value = serde_json::from_str(&ok(output)).unwrap();
+    assert_eq!(summary["videos"], 0);
+    assert_eq!(summary["pseudo_videos"], 6);
+    assert_eq!(summary["frames"], 30);
+    let first = summary["first"]["total"].as_f64().unwrap();
+    assert!(first.is_finite() && first > 0.0, "{summary}");
+    let cached: Vec<String> = std::fs::read_dir(out.join("token-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 6, "{cached:?}");
+    assert!(cached.iter().all(|name| name.starts_with("still-")));
+    assert!(out.join("video_decoder.safetensors").is_file());
+
+    // Videos and pseudo-videos together.
+    let (output, _) = train(
+        "both",
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--stills",
+            stills_s,
+            "--pseudo-frames",
+            "4",
+            "--pseudo-share",
+            "0.5",
+        ],
+    );
+    let summary: Value = serde_json::from_str(&ok(output)).unwrap();
+    assert_eq!(summary["videos"], 1);
+    assert_eq!(summary["pseudo_videos"], 6);
+
+    // Pseudo-videos shorter than a clip, and no data at all, are refused.
+    let (short, _) = train("short", &["--stills", stills_s, "--pseudo-frames", "2"]);
+    assert!(
+        error_of(&short).contains("clip length"),
+        "{}",
+        error_of(&short)
+    );
+    let (none, _) = train("none", &[]);
+    assert!(!none.status.success());
+    assert!(error_of(&none).contains("--data"), "{}", error_of(&none));
+}

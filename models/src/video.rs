@@ -18,6 +18,7 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::boxes::{center_to_corners, iou};
 use crate::clip::{layer_norm, Dense, LayerNorm};
 use crate::error::{ModelError, Result};
 use crate::owl::{
@@ -50,7 +51,97 @@ pub struct DecoderConfig {
     /// Where the memory's patches are: their cells of the grid, or the
     /// boxes the detector's box head predicts for them.
     pub positions: Positions,
+    /// Give idle slots new objects on later frames too (needs
+    /// `seed_from_patches`); None: only the first frame is seeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reseed: Option<Reseed>,
+    /// How boxes (the slots' and the memory's positions) are embedded.
+    pub box_encoding: BoxEncoding,
 }
+
+/// The box embedding. `Linear` maps (cx, cy, w, h) linearly: attention
+/// scores between two such embeddings are bilinear in the coordinates, so a
+/// slot can prefer a direction but cannot attend to what lies *near* it.
+/// `Sine` embeds each coordinate by sines and cosines at
+/// `SINE_FREQUENCIES` frequencies from 1 to 32 cycles over the image,
+/// then an MLP (as DAB-DETR): products of such features contain
+/// cos(ω (a − b)), a kernel peaked where two boxes coincide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxEncoding {
+    #[default]
+    Linear,
+    Sine,
+}
+
+const SINE_FREQUENCIES: usize = 16;
+const SINE_MAX_CYCLES: f64 = 32.0;
+
+/// Boxes (…, 4) to the decoder's width.
+struct BoxEmbed {
+    /// Sine features' angular frequencies (1, F), with `Sine`.
+    frequencies: Option<Tensor>,
+    first: Dense,
+    second: Option<Dense>,
+}
+
+impl BoxEmbed {
+    fn new(vb: VarBuilder, encoding: BoxEncoding, width: usize) -> candle_core::Result<Self> {
+        match encoding {
+            BoxEncoding::Linear => Ok(BoxEmbed {
+                frequencies: None,
+                first: Dense::load(vb, 4, width, true)?,
+                second: None,
+            }),
+            BoxEncoding::Sine => {
+                let frequencies: Vec<f32> = (0..SINE_FREQUENCIES)
+                    .map(|i| {
+                        let octave = i as f64 / (SINE_FREQUENCIES - 1) as f64;
+                        (std::f64::consts::TAU * SINE_MAX_CYCLES.powf(octave)) as f32
+                    })
+                    .collect();
+                Ok(BoxEmbed {
+                    frequencies: Some(
+                        Tensor::from_vec(frequencies, (1, SINE_FREQUENCIES), vb.device())?
+                            .to_dtype(vb.dtype())?,
+                    ),
+                    first: Dense::load(vb.pp("dense0"), 8 * SINE_FREQUENCIES, width, true)?,
+                    second: Some(Dense::load(vb.pp("dense1"), width, width, true)?),
+                })
+            }
+        }
+    }
+
+    fn forward(&self, boxes: &Tensor) -> candle_core::Result<Tensor> {
+        let Some(frequencies) = &self.frequencies else {
+            return self.first.forward(boxes);
+        };
+        let angles = boxes.unsqueeze(D::Minus1)?.broadcast_mul(frequencies)?;
+        let features = Tensor::cat(&[angles.sin()?, angles.cos()?], D::Minus1)?;
+        let features = features.flatten_from(features.rank() - 2)?;
+        let hidden = self.first.forward(&features)?;
+        match &self.second {
+            Some(second) => second.forward(&hidden.gelu()?),
+            None => Ok(hidden),
+        }
+    }
+}
+
+/// Slots that have scored below `below` (objectness probability) for
+/// `after` frames in a row are seeded again, on the next frame, from its
+/// most object-like patches that no other slot covers. Without it a slot
+/// whose object left stays empty, and objects that enter later are found
+/// only if a free slot happens to drift onto them; `after` > 1 lets a slot
+/// keep its object through a short occlusion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reseed {
+    pub below: f32,
+    pub after: u32,
+}
+
+/// A candidate patch overlapping a slot's box more than this is taken to be
+/// that slot's object already.
+const SEED_COVER_IOU: f32 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +164,8 @@ impl Default for DecoderConfig {
             layer_norm_eps: 1e-5,
             seed_from_patches: false,
             positions: Positions::Grid,
+            reseed: None,
+            box_encoding: BoxEncoding::Linear,
         }
     }
 }
@@ -93,6 +186,14 @@ impl DecoderConfig {
                 "decoder sizes must be positive and the width divisible by the heads: {self:?}"
             )));
         }
+        if let Some(reseed) = self.reseed {
+            if !self.seed_from_patches || !(0.0..=1.0).contains(&reseed.below) || reseed.after == 0
+            {
+                return Err(ModelError::InvalidInput(format!(
+                    "reseeding needs seeding from patches, a threshold in [0, 1] and at least one frame: {reseed:?}"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -104,6 +205,12 @@ pub struct DecoderState {
     pub tokens: Tensor,
     /// (B, K, 4) box logits: sigmoid gives (cx, cy, w, h) in [0, 1].
     pub box_logits: Tensor,
+    /// Per clip and slot: frames in a row the slot has scored below the
+    /// reseeding threshold (all 0 without reseeding).
+    pub idle: Vec<Vec<u32>>,
+    /// Per clip and slot: the slot was reseeded on the frame this state
+    /// comes from, so from there on it follows a different object.
+    pub reseeded: Vec<Vec<bool>>,
 }
 
 struct Attention {
@@ -211,6 +318,54 @@ fn grid_boxes(tokens: usize, device: &candle_core::Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(boxes, (tokens, 4), device)?)
 }
 
+/// Per clip, each patch's objectness logit and box, read to the host for
+/// choosing seeds; None without objectness.
+#[allow(clippy::type_complexity)]
+fn patch_candidates(image: &ImageOutputs) -> Result<Option<(Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>)>> {
+    let Some(objectness) = &image.objectness else {
+        return Ok(None);
+    };
+    Ok(Some((
+        objectness.detach().to_dtype(DType::F32)?.to_vec2::<f32>()?,
+        image
+            .boxes
+            .detach()
+            .to_dtype(DType::F32)?
+            .to_vec3::<f32>()?,
+    )))
+}
+
+fn corners(b: &[f32]) -> [f32; 4] {
+    center_to_corners([b[0], b[1], b[2], b[3]])
+}
+
+/// Up to `count` patches, most object-like first, each covering no box of
+/// `taken` (corners) nor another pick (IoU above `SEED_COVER_IOU`): distinct
+/// objects, where the plain top-k would put several slots on one object's
+/// neighbouring patches — duplicates that matching can tell apart only by
+/// chance, so that objectness learns nothing from them. `None` where the
+/// patches run out.
+fn distinct_patches(
+    scores: &[f32],
+    boxes: &[Vec<f32>],
+    mut taken: Vec<[f32; 4]>,
+    count: usize,
+) -> Vec<Option<u32>> {
+    let mut order: Vec<usize> = (0..scores.len().min(boxes.len())).collect();
+    order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]));
+    let mut candidates = order.into_iter();
+    (0..count)
+        .map(|_| {
+            let free = candidates.by_ref().find(|&p| {
+                let patch = corners(&boxes[p]);
+                taken.iter().all(|t| iou(t, &patch) <= SEED_COVER_IOU)
+            })?;
+            taken.push(corners(&boxes[free]));
+            Some(free as u32)
+        })
+        .collect()
+}
+
 /// The recurrent decoder with its heads.
 pub struct VideoDecoder {
     config: DecoderConfig,
@@ -222,7 +377,7 @@ pub struct VideoDecoder {
     memory_norm: LayerNorm,
     /// With `seed_from_patches`.
     seed_proj: Option<Dense>,
-    box_embed: Dense,
+    box_embed: BoxEmbed,
     layers: Vec<Layer>,
     final_norm: LayerNorm,
     box_hidden: Dense,
@@ -264,7 +419,7 @@ impl VideoDecoder {
                 .seed_from_patches
                 .then(|| Dense::load(vb.pp("seed_proj"), config.image_width, w, true))
                 .transpose()?,
-            box_embed: Dense::load(vb.pp("box_embed"), 4, w, true)?,
+            box_embed: BoxEmbed::new(vb.pp("box_embed"), config.box_encoding, w)?,
             layers,
             final_norm: layer_norm(w, config.layer_norm_eps, vb.pp("final_norm"))?,
             box_hidden: Dense::load(vb.pp("box_head.dense0"), w, w, true)?,
@@ -304,30 +459,69 @@ impl VideoDecoder {
     pub fn initial_state(&self, image: &ImageOutputs) -> Result<DecoderState> {
         let (batch, patches, _) = image.tokens.dims3()?;
         let (k, w) = (self.config.queries, self.config.width);
-        let learned = self
-            .query_tokens
-            .unsqueeze(0)?
-            .broadcast_as((batch, k, w))?
-            .contiguous()?;
-        let (Some(objectness), Some(seed_proj), true) =
-            (&image.objectness, &self.seed_proj, patches >= k)
-        else {
-            return Ok(DecoderState {
-                tokens: learned,
-                box_logits: self
-                    .query_boxes
-                    .unsqueeze(0)?
-                    .broadcast_as((batch, k, 4))?
-                    .contiguous()?,
-            });
+        let fresh = DecoderState {
+            tokens: self
+                .query_tokens
+                .unsqueeze(0)?
+                .broadcast_as((batch, k, w))?
+                .contiguous()?,
+            box_logits: self
+                .query_boxes
+                .unsqueeze(0)?
+                .broadcast_as((batch, k, 4))?
+                .contiguous()?,
+            idle: vec![vec![0; k]; batch],
+            reseeded: vec![vec![false; k]; batch],
         };
-        let scores = objectness.detach().to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let (mut tokens, mut boxes) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
-        for (b, scores) in scores.iter().enumerate() {
-            let mut order: Vec<u32> = (0..patches as u32).collect();
-            order.sort_by(|&i, &j| scores[j as usize].total_cmp(&scores[i as usize]));
-            order.truncate(k);
-            let chosen = Tensor::from_vec(order, k, image.tokens.device())?;
+        let (Some((scores, patch_boxes)), Some(_), true) =
+            (patch_candidates(image)?, &self.seed_proj, patches >= k)
+        else {
+            return Ok(fresh);
+        };
+        let picks: Vec<Vec<Option<u32>>> = scores
+            .iter()
+            .zip(&patch_boxes)
+            .map(|(scores, boxes)| {
+                let mut picks = distinct_patches(scores, boxes, Vec::new(), k);
+                // Fewer distinct objects than slots: the rest start on the
+                // next most object-like patches, duplicates or not.
+                let mut order: Vec<u32> = (0..patches as u32)
+                    .filter(|p| !picks.contains(&Some(*p)))
+                    .collect();
+                order.sort_by(|&i, &j| scores[j as usize].total_cmp(&scores[i as usize]));
+                let mut rest = order.into_iter();
+                for pick in picks.iter_mut().filter(|p| p.is_none()) {
+                    *pick = rest.next();
+                }
+                picks
+            })
+            .collect();
+        let (tokens, box_logits) = self.seeded(image, &fresh, &picks)?;
+        Ok(DecoderState {
+            tokens,
+            box_logits,
+            ..fresh
+        })
+    }
+
+    /// `state`'s slots with those that `picks` names (per clip and slot, a
+    /// patch of `image` or None) replaced by their patch: its token
+    /// (projected) plus the slot's learned query, at its patch's box.
+    fn seeded(
+        &self,
+        image: &ImageOutputs,
+        state: &DecoderState,
+        picks: &[Vec<Option<u32>>],
+    ) -> Result<(Tensor, Tensor)> {
+        let seed_proj = self.seed_proj.as_ref().ok_or_else(|| {
+            ModelError::InvalidInput("this decoder does not seed slots from patches".into())
+        })?;
+        let k = self.config.queries;
+        let device = image.tokens.device();
+        let (mut tokens, mut boxes) = (Vec::with_capacity(picks.len()), Vec::new());
+        for (b, slots) in picks.iter().enumerate() {
+            let chosen: Vec<u32> = slots.iter().map(|p| p.unwrap_or(0)).collect();
+            let chosen = Tensor::from_vec(chosen, k, device)?;
             tokens.push(image.tokens.get(b)?.index_select(&chosen, 0)?);
             boxes.push(image.boxes.get(b)?.index_select(&chosen, 0)?);
         }
@@ -336,11 +530,71 @@ impl VideoDecoder {
             .detach()
             .to_dtype(self.dtype)?
             .clamp(1e-4, 1.0 - 1e-4)?;
-        let box_logits = (boxes.log()? - boxes.affine(-1.0, 1.0)?.log()?)?;
-        Ok(DecoderState {
-            tokens: (seed_proj.forward(&seeds)? + learned)?,
-            box_logits,
-        })
+        let seed_logits = (boxes.log()? - boxes.affine(-1.0, 1.0)?.log()?)?;
+        let seed_tokens = seed_proj
+            .forward(&seeds)?
+            .broadcast_add(&self.query_tokens.unsqueeze(0)?)?;
+        if picks.iter().flatten().all(Option::is_some) {
+            return Ok((seed_tokens, seed_logits));
+        }
+        let mask: Vec<f32> = picks
+            .iter()
+            .flatten()
+            .map(|p| if p.is_some() { 1.0 } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, (picks.len(), k, 1), device)?.to_dtype(self.dtype)?;
+        let keep = mask.affine(-1.0, 1.0)?;
+        let blend = |new: &Tensor, old: &Tensor| -> candle_core::Result<Tensor> {
+            new.broadcast_mul(&mask)? + old.broadcast_mul(&keep)?
+        };
+        Ok((
+            blend(&seed_tokens, &state.tokens)?,
+            blend(&seed_logits, &state.box_logits)?,
+        ))
+    }
+
+    /// The patches of `image` that slots idle long enough under
+    /// `reseed` take over, per clip and slot: the most object-like patches
+    /// whose boxes no kept slot's box (nor another new seed's) covers.
+    fn reseed_picks(
+        &self,
+        image: &ImageOutputs,
+        state: &DecoderState,
+        reseed: Reseed,
+    ) -> Result<Option<Vec<Vec<Option<u32>>>>> {
+        let idle = |b: usize, k: usize| state.idle[b][k] >= reseed.after;
+        let batch = state.idle.len();
+        if !(0..batch).any(|b| (0..self.config.queries).any(|k| idle(b, k))) {
+            return Ok(None);
+        }
+        let Some((scores, patch_boxes)) = patch_candidates(image)? else {
+            return Ok(None);
+        };
+        let slot_boxes = candle_nn::ops::sigmoid(&state.box_logits.detach())?
+            .to_dtype(DType::F32)?
+            .to_vec3::<f32>()?;
+        let mut picks = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let kept: Vec<[f32; 4]> = (0..self.config.queries)
+                .filter(|&k| !idle(b, k))
+                .map(|k| corners(&slot_boxes[b][k]))
+                .collect();
+            let idle_slots = (0..self.config.queries).filter(|&k| idle(b, k)).count();
+            let mut found =
+                distinct_patches(&scores[b], &patch_boxes[b], kept, idle_slots).into_iter();
+            picks.push(
+                (0..self.config.queries)
+                    .map(|k| {
+                        if idle(b, k) {
+                            found.next().flatten()
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        Ok(Some(picks))
     }
 
     /// One frame: the slots of `state` attend to the frame's image tokens;
@@ -374,8 +628,32 @@ impl VideoDecoder {
             .memory_norm
             .forward(&self.memory_proj.forward(&image.tokens)?)?
             .broadcast_add(&self.box_embed.forward(&positions)?)?;
+        let reseeded_state;
+        let mut reseeded = vec![vec![false; self.config.queries]; batch];
+        let state = match self.config.reseed {
+            Some(reseed) => match self.reseed_picks(image, state, reseed)? {
+                Some(picks) => {
+                    let (tokens, box_logits) = self.seeded(image, state, &picks)?;
+                    for (flags, slots) in reseeded.iter_mut().zip(&picks) {
+                        for (flag, pick) in flags.iter_mut().zip(slots) {
+                            *flag = pick.is_some();
+                        }
+                    }
+                    reseeded_state = DecoderState {
+                        tokens,
+                        box_logits,
+                        idle: state.idle.clone(),
+                        reseeded: reseeded.clone(),
+                    };
+                    &reseeded_state
+                }
+                None => state,
+            },
+            None => state,
+        };
         let boxes_in = candle_nn::ops::sigmoid(&state.box_logits)?;
         let mut xs = (&state.tokens + self.box_embed.forward(&boxes_in)?)?;
+
         for layer in &self.layers {
             xs = layer.forward(&xs, &memory)?;
         }
@@ -389,6 +667,34 @@ impl VideoDecoder {
         let logit_shift = self.logit_shift.forward(&xs)?;
         let logit_scale = (self.logit_scale.forward(&xs)?.elu(1.0)? + 1.0)?;
         let objectness = self.objectness.forward(&xs)?.squeeze(D::Minus1)?;
+        let idle = match self.config.reseed {
+            Some(reseed) => {
+                let scores = candle_nn::ops::sigmoid(&objectness.detach())?
+                    .to_dtype(DType::F32)?
+                    .to_vec2::<f32>()?;
+                scores
+                    .iter()
+                    .zip(&state.idle)
+                    .zip(&reseeded)
+                    .map(|((scores, idle), reseeded)| {
+                        scores
+                            .iter()
+                            .zip(idle)
+                            .zip(reseeded)
+                            .map(|((&p, &n), &new)| {
+                                let n = if new { 0 } else { n };
+                                if p < reseed.below {
+                                    n + 1
+                                } else {
+                                    0
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+            None => state.idle.clone(),
+        };
         let outputs = ImageOutputs {
             tokens: xs.clone(),
             grid: (1, self.config.queries),
@@ -403,7 +709,168 @@ impl VideoDecoder {
             DecoderState {
                 tokens: xs,
                 box_logits,
+                idle,
+                reseeded,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn logit(p: f32) -> f32 {
+        (p / (1.0 - p)).ln()
+    }
+
+    #[test]
+    fn idle_slots_take_the_best_patches_no_slot_covers() {
+        let device = Device::Cpu;
+        let config = DecoderConfig {
+            layers: 1,
+            width: 8,
+            heads: 2,
+            queries: 3,
+            image_width: 4,
+            embed_dim: 4,
+            seed_from_patches: true,
+            positions: Positions::PatchBoxes,
+            reseed: Some(Reseed {
+                below: 0.2,
+                after: 2,
+            }),
+            ..DecoderConfig::default()
+        };
+        let decoder = VideoDecoder::new(
+            config,
+            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &device),
+        )
+        .unwrap();
+        let (a, b, c, d) = (
+            [0.2f32, 0.2, 0.1, 0.1],
+            [0.6, 0.6, 0.1, 0.1],
+            [0.3, 0.8, 0.1, 0.1],
+            [0.8, 0.2, 0.1, 0.1],
+        );
+        // Patch 0 is slot 0's object, patch 2 is patch 1's again.
+        let patch_boxes = [a, b, [0.61, 0.6, 0.1, 0.1], c, d];
+        let objectness = [5.0f32, 4.0, 3.0, 2.0, 1.0];
+        let image = ImageOutputs {
+            tokens: Tensor::zeros((1, 5, 4), DType::F32, &device).unwrap(),
+            grid: (1, 5),
+            boxes: Tensor::new(&[patch_boxes], &device).unwrap(),
+            class_embeds: Tensor::zeros((1, 5, 4), DType::F32, &device).unwrap(),
+            logit_shift: Tensor::zeros((1, 5, 1), DType::F32, &device).unwrap(),
+            logit_scale: Tensor::ones((1, 5, 1), DType::F32, &device).unwrap(),
+            objectness: Some(Tensor::new(&[objectness], &device).unwrap()),
+        };
+        let slot_boxes = [a, d, d].map(|bx| bx.map(logit));
+        let state = |idle: Vec<u32>| DecoderState {
+            tokens: Tensor::zeros((1, 3, 8), DType::F32, &device).unwrap(),
+            box_logits: Tensor::new(&[slot_boxes], &device).unwrap(),
+            idle: vec![idle],
+            reseeded: vec![vec![false; 3]],
+        };
+        let reseed = decoder.config().reseed.unwrap();
+        // Slots 1 and 2 idle long enough; slot 0 keeps patch 0's object.
+        let picks = decoder
+            .reseed_picks(&image, &state(vec![0, 2, 3]), reseed)
+            .unwrap();
+        assert_eq!(picks, Some(vec![vec![None, Some(1), Some(3)]]));
+        // Idle, but not for long enough: nothing changes.
+        let none = decoder
+            .reseed_picks(&image, &state(vec![1, 1, 0]), reseed)
+            .unwrap();
+        assert_eq!(none, None);
+        // The step reseeds them, says so, and restarts their idle count.
+        let (_, next) = decoder.step(&image, &state(vec![0, 2, 3])).unwrap();
+        assert_eq!(next.reseeded, vec![vec![false, true, true]]);
+        assert!(next.idle[0][1] <= 1 && next.idle[0][2] <= 1);
+        // Seeds sit at their patches' boxes before the decoder refines them.
+        let (_, logits) = decoder
+            .seeded(
+                &image,
+                &state(vec![0, 2, 3]),
+                &[vec![None, Some(1), Some(3)]],
+            )
+            .unwrap();
+        let boxes = candle_nn::ops::sigmoid(&logits)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (got, want) in boxes.iter().zip([a, b, c]) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-4, "{boxes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sine_box_embeddings_tell_near_boxes_from_far_ones() {
+        let device = Device::Cpu;
+        let weights = VarMap::new();
+        let embed = BoxEmbed::new(
+            VarBuilder::from_varmap(&weights, DType::F32, &device),
+            BoxEncoding::Sine,
+            8,
+        )
+        .unwrap();
+        let boxes = Tensor::new(
+            &[[
+                [0.5f32, 0.5, 0.1, 0.1],
+                [0.51, 0.5, 0.1, 0.1],
+                [0.9, 0.2, 0.1, 0.1],
+            ]],
+            &device,
+        )
+        .unwrap();
+        assert_eq!(embed.forward(&boxes).unwrap().dims(), [1, 3, 8]);
+        // The sine features themselves: the dot product of two boxes'
+        // features is largest for the box itself and falls with distance.
+        let frequencies = embed.frequencies.as_ref().unwrap();
+        let angles = boxes
+            .unsqueeze(3)
+            .unwrap()
+            .broadcast_mul(frequencies)
+            .unwrap();
+        let features = Tensor::cat(&[angles.sin().unwrap(), angles.cos().unwrap()], 3)
+            .unwrap()
+            .flatten_from(2)
+            .unwrap()
+            .get(0)
+            .unwrap();
+        let similarity = features
+            .matmul(&features.t().unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert!(similarity[0][0] > similarity[0][1]);
+        assert!(similarity[0][1] > similarity[0][2]);
+    }
+
+    #[test]
+    fn reseeding_needs_seeding_from_patches() {
+        let config = DecoderConfig {
+            reseed: Some(Reseed {
+                below: 0.1,
+                after: 1,
+            }),
+            ..DecoderConfig::default()
+        };
+        assert!(config.validate().is_err());
+        let after_zero = DecoderConfig {
+            seed_from_patches: true,
+            reseed: Some(Reseed {
+                below: 0.1,
+                after: 0,
+            }),
+            ..DecoderConfig::default()
+        };
+        assert!(after_zero.validate().is_err());
     }
 }

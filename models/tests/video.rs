@@ -8,7 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 use owltrack_models::train::{
     Clip, ClipMatcher, DecoderTrainer, Focal, FrameTruth, MatchWeights, TrainOptions,
 };
-use owltrack_models::video::{DecoderConfig, Positions, VideoDecoder};
+use owltrack_models::video::{BoxEncoding, DecoderConfig, Positions, Reseed, VideoDecoder};
 use owltrack_models::ImageOutputs;
 
 fn config() -> DecoderConfig {
@@ -23,6 +23,8 @@ fn config() -> DecoderConfig {
         layer_norm_eps: 1e-5,
         seed_from_patches: true,
         positions: Positions::PatchBoxes,
+        reseed: None,
+        box_encoding: BoxEncoding::Linear,
     }
 }
 
@@ -125,6 +127,18 @@ fn outputs_have_an_images_shape_and_slots_recur() {
         learned,
         start.box_logits.get(1).unwrap().to_vec2::<f32>().unwrap()
     );
+    // Sine box embeddings: same shapes.
+    let sine = VideoDecoder::new(
+        DecoderConfig {
+            box_encoding: BoxEncoding::Sine,
+            ..config()
+        },
+        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &device),
+    )
+    .unwrap();
+    let start = sine.initial_state(&image).unwrap();
+    let (sine_outputs, _) = sine.step(&image, &start).unwrap();
+    assert_eq!(sine_outputs.boxes.dims(), [2, 6, 4]);
     // Wrong widths are refused with a reason.
     let wrong = frame_outputs(Tensor::zeros((2, 36, 25), DType::F32, &device).unwrap());
     assert!(decoder.step(&wrong, &second).is_err());
@@ -172,11 +186,32 @@ fn options(steps: usize) -> TrainOptions {
 
 #[test]
 fn a_tiny_decoder_overfits_a_clip_with_consistent_slots() {
+    assert_eq!(overfits_with_consistent_slots(config()), 0);
+}
+
+/// Reseeding idle slots (after two idle frames) leaves a slot whose object
+/// is hidden for one frame on it.
+#[test]
+fn a_reseeding_decoder_keeps_slots_through_a_short_occlusion() {
+    let reseeded = overfits_with_consistent_slots(DecoderConfig {
+        reseed: Some(Reseed {
+            below: 0.1,
+            after: 2,
+        }),
+        ..config()
+    });
+    // The four empty slots were idle from the first frame on.
+    assert!(reseeded >= 4, "{reseeded} slots reseeded");
+}
+
+/// Overfits the clip, checks that each track keeps one slot on the replay,
+/// and returns how many times slots were reseeded there.
+fn overfits_with_consistent_slots(config: DecoderConfig) -> usize {
     let device = Device::Cpu;
     let clip = clip(&device);
     let queries = Tensor::randn(0f32, 1.0, (2, 16), &device).unwrap();
     let steps = 300;
-    let mut trainer = DecoderTrainer::new(config(), None, options(steps), &device).unwrap();
+    let mut trainer = DecoderTrainer::new(config, None, options(steps), &device).unwrap();
     let first = trainer.step(std::slice::from_ref(&clip), &queries).unwrap();
     let mut last = first;
     for _ in 1..steps {
@@ -195,8 +230,13 @@ fn a_tiny_decoder_overfits_a_clip_with_consistent_slots() {
     let mut state = decoder.initial_state(&clip.frames[0]).unwrap();
     let mut slot_of: std::collections::HashMap<u64, usize> = Default::default();
     let mut errors = Vec::new();
+    let mut reseeded = 0;
     for (frame, truth) in clip.frames.iter().zip(&clip.truths) {
         let (outputs, next) = decoder.step(frame, &state).unwrap();
+        for (slot, _) in next.reseeded[0].iter().enumerate().filter(|(_, &r)| r) {
+            matcher.release(slot);
+            reseeded += 1;
+        }
         let logits: Vec<f32> = outputs
             .class_logits(&queries, None)
             .unwrap()
@@ -237,6 +277,7 @@ fn a_tiny_decoder_overfits_a_clip_with_consistent_slots() {
     assert_eq!(errors.len(), 7);
     errors.sort_by(f32::total_cmp);
     assert!(errors[3] < 0.05, "box errors {errors:?}");
+    reseeded
 }
 
 #[test]

@@ -3,10 +3,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use owltrack_models::train::{Losses, TrainOptions};
-use owltrack_models::video::{DecoderConfig, Positions};
+use owltrack_models::video::{BoxEncoding, DecoderConfig, Positions, Reseed};
 use owltrack_models::{Checkpoint, OwlConfig, ARCHITECTURES};
+use owltrack_tracker::pseudo_video::CameraMotion;
 use owltrack_tracker::training::{train_detector, DetectorTraining};
-use owltrack_tracker::video_training::{train_decoder, DecoderTraining};
+use owltrack_tracker::video_training::{train_decoder, DecoderTraining, PseudoVideos};
 
 use crate::progress;
 
@@ -18,9 +19,11 @@ pub enum TrainCommand {
     /// (losses.png); `--resume` continues an interrupted run exactly.
     Detector(DetectorArgs),
     /// Train the Video OWL-ViT recurrent decoder over a frozen OWL backbone
-    /// on a TAO-format video dataset: clips of consecutive frames,
-    /// clip-consistent matching, losses summed over the clip. The backbone's
-    /// image tokens are cached in OUT/token-cache. Writes a checkpoint (the
+    /// on a TAO-format video dataset (--data), on pseudo-videos made from
+    /// annotated still images by a smooth random zoom and pan (--stills), or
+    /// both: clips of consecutive frames, clip-consistent matching, losses
+    /// summed over the clip. The backbone's image tokens are cached in
+    /// OUT/token-cache. Writes a checkpoint (the
     /// backbone's files plus video_decoder.safetensors and
     /// video_decoder.json), losses.csv and losses.png; `--resume` continues
     /// exactly.
@@ -28,9 +31,33 @@ pub enum TrainCommand {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("sources").required(true).multiple(true).args(["data", "stills"])))]
 pub struct DecoderArgs {
+    /// A TAO-format video dataset: annotations.json and the frames it names.
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// A COCO-format dataset of annotated still images (annotations.json and
+    /// the images it names; a TAO dataset's frames work too): each still
+    /// becomes pseudo-videos, a virtual camera zooming and panning over it,
+    /// every box a track.
+    #[arg(long, value_name = "DIR")]
+    pub stills: Option<PathBuf>,
+    /// Use at most N stills, spread evenly over the dataset.
+    #[arg(long, value_name = "N", requires = "stills")]
+    pub stills_max: Option<usize>,
+    /// Pseudo-videos made of each still, each with its own camera path.
+    #[arg(long, default_value_t = 1, requires = "stills")]
+    pub pseudo_per_still: usize,
+    /// Frames of each pseudo-video (at least --clip-frames).
+    #[arg(long, default_value_t = 16, requires = "stills")]
+    pub pseudo_frames: usize,
+    /// The camera's largest zoom into a still (1 = whole still, no zoom).
+    #[arg(long, default_value_t = 2.0, requires = "stills")]
+    pub pseudo_zoom: f64,
+    /// With both --data and --stills: the chance that a clip comes from a
+    /// pseudo-video (default: every video and pseudo-video equally likely).
+    #[arg(long, value_parser = parse_probability, requires = "stills")]
+    pub pseudo_share: Option<f64>,
     /// The backbone checkpoint (frozen); default: the built-in model.
     #[arg(long, value_name = "CHECKPOINT")]
     pub backbone: Option<PathBuf>,
@@ -62,6 +89,20 @@ pub struct DecoderArgs {
     /// `patch-boxes` (the detector's predicted boxes).
     #[arg(long, default_value = "grid", value_parser = parse_positions)]
     pub positions: Positions,
+    /// Reseed, on later frames too, slots whose objectness has stayed under
+    /// --reseed-below for N frames in a row: they take over the frame's most
+    /// object-like patches that no other slot covers, so objects entering
+    /// mid-video get slots (needs --seed-from-patches).
+    #[arg(long, value_name = "N", requires = "seed_from_patches")]
+    pub reseed_after: Option<u32>,
+    /// How boxes are embedded: `linear` (coordinates mapped linearly) or
+    /// `sine` (sines and cosines at 1–32 cycles per image, then an MLP, as
+    /// DAB-DETR: lets a slot attend to what lies near its box).
+    #[arg(long, default_value = "linear", value_parser = parse_box_encoding)]
+    pub box_encoding: BoxEncoding,
+    /// The objectness under which a slot counts as idle.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_probability)]
+    pub reseed_below: f64,
     /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -253,8 +294,24 @@ fn decoder(args: DecoderArgs) -> Result<()> {
         .backbone
         .clone()
         .unwrap_or_else(crate::runtime::builtin_model);
+    if args.stills_max == Some(0) {
+        anyhow::bail!("--stills-max must be at least 1");
+    }
+    if !(args.pseudo_zoom.is_finite() && args.pseudo_zoom >= 1.0) {
+        anyhow::bail!("--pseudo-zoom must be at least 1, got {}", args.pseudo_zoom);
+    }
     let job = DecoderTraining {
         data: args.data.clone(),
+        stills: args.stills.clone().map(|data| PseudoVideos {
+            data,
+            limit: args.stills_max,
+            per_still: args.pseudo_per_still,
+            motion: CameraMotion {
+                frames: args.pseudo_frames,
+                max_zoom: args.pseudo_zoom,
+            },
+            share: args.pseudo_share,
+        }),
         backbone,
         out: args.out.clone(),
         decoder: DecoderConfig {
@@ -264,6 +321,11 @@ fn decoder(args: DecoderArgs) -> Result<()> {
             queries: args.slots,
             seed_from_patches: args.seed_from_patches,
             positions: args.positions,
+            box_encoding: args.box_encoding,
+            reseed: args.reseed_after.map(|after| Reseed {
+                below: args.reseed_below as f32,
+                after,
+            }),
             ..DecoderConfig::default()
         },
         steps: args.steps,
@@ -294,7 +356,14 @@ fn decoder(args: DecoderArgs) -> Result<()> {
             report_step(&bar, step, losses);
         },
     )
-    .with_context(|| format!("training the decoder on {} failed", args.data.display()))?;
+    .with_context(|| {
+        let sources: Vec<String> = [&args.data, &args.stills]
+            .into_iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!("training the decoder on {} failed", sources.join(" and "))
+    })?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
@@ -321,6 +390,14 @@ fn parse_positions(text: &str) -> Result<Positions, String> {
         "grid" => Ok(Positions::Grid),
         "patch-boxes" => Ok(Positions::PatchBoxes),
         other => Err(format!("{other:?}: grid or patch-boxes")),
+    }
+}
+
+fn parse_box_encoding(text: &str) -> Result<BoxEncoding, String> {
+    match text {
+        "linear" => Ok(BoxEncoding::Linear),
+        "sine" => Ok(BoxEncoding::Sine),
+        other => Err(format!("{other:?}: linear or sine")),
     }
 }
 

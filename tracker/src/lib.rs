@@ -9,6 +9,7 @@ mod error;
 pub mod formats;
 pub mod kalman;
 pub mod pipeline;
+pub mod pseudo_video;
 pub mod recurrent;
 pub mod rng;
 pub mod synth;

@@ -109,11 +109,13 @@ pub fn slots_for_tracking(
 ) -> Result<(Vec<Detection>, StageTimings, DecoderState)> {
     let (mut result, next) = detector.detect_slots(rgb, width, height, queries, post, state)?;
     result.detections.sort_by_key(|d| d.patch);
-    Ok((
-        tracking_detections(&result, post, label_score)?,
-        result.timings,
-        next,
-    ))
+    let mut detections = tracking_detections(&result, post, label_score)?;
+    if let Some(reseeded) = next.reseeded.first() {
+        for (detection, &reseeded) in detections.iter_mut().zip(reseeded) {
+            detection.slot_reseeded = reseeded;
+        }
+    }
+    Ok((detections, result.timings, next))
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -210,6 +212,7 @@ pub fn tracking_detections(
             score: f64::from(d.score),
             label: labelled.then_some(d.label),
             embedding,
+            slot_reseeded: false,
         });
     }
     Ok(detections)

@@ -82,6 +82,9 @@ impl SlotTracker {
         }
         let mut reports = Vec::new();
         for (slot, seen) in self.slots.iter_mut().zip(slots) {
+            if seen.slot_reseeded {
+                *slot = Slot::default();
+            }
             match slot.track {
                 None if seen.score >= self.config.birth_score => {
                     slot.track = Some(self.next_id);
@@ -161,6 +164,7 @@ mod tests {
             score,
             label: Some(0),
             embedding: Vec::new(),
+            slot_reseeded: false,
         }
     }
 
@@ -214,6 +218,32 @@ mod tests {
         assert!(t.update(&[seen(0.2, 0.0)], true).is_empty());
         t.update(&[seen(0.5, 0.0)], true);
         assert_eq!(t.update(&[seen(0.2, 0.0)], true).len(), 1);
+    }
+
+    #[test]
+    fn a_reseeded_slot_ends_its_track_and_starts_another() {
+        let mut t = tracker();
+        let id = t.update(&[seen(0.5, 0.0)], true)[0].id;
+        assert_eq!(t.update(&[seen(0.5, 1.0)], true)[0].id, id);
+        // Reseeded onto a new object scoring high at once: a new track,
+        // tentative again.
+        let reseeded = Detection {
+            slot_reseeded: true,
+            ..seen(0.5, 80.0)
+        };
+        let r = t.update(&[reseeded.clone()], true);
+        assert_eq!(r.len(), 1);
+        assert_ne!(r[0].id, id);
+        assert_eq!(r[0].state, TrackState::Tentative);
+        // Reseeded onto nothing: the old track simply ends.
+        let r = t.update(
+            &[Detection {
+                score: 0.01,
+                ..reseeded
+            }],
+            true,
+        );
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Detection {
     /// L2-normalised appearance embedding (the OWL class embedding of the
     /// detection's patch); empty when unknown.
     pub embedding: Vec<f32>,
+    /// Recurrent tracking: the decoder gave this slot a new object on this
+    /// frame, so whatever track it held has ended.
+    pub slot_reseeded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,6 +429,7 @@ mod tests {
             score,
             label: Some(label),
             embedding: vec![look[0] / norm, look[1] / norm],
+            slot_reseeded: false,
         }
     }
 

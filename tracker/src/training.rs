@@ -259,19 +259,30 @@ impl Zoom {
             let start = (row as usize * w as usize + x0 as usize) * 3;
             crop.extend_from_slice(&rgb[start..start + cw as usize * 3]);
         }
-        let (fx, fy, fw, fh) = (f64::from(x0), f64::from(y0), f64::from(cw), f64::from(ch));
+        let window = [f64::from(x0), f64::from(y0), f64::from(cw), f64::from(ch)];
         let kept = boxes
             .into_iter()
-            .filter_map(|([x, y, bw, bh], category)| {
-                let (ax, ay) = ((x - fx).max(0.0), (y - fy).max(0.0));
-                let (bx, by) = ((x + bw - fx).min(fw), (y + bh - fy).min(fh));
-                let visible = (bx - ax).max(0.0) * (by - ay).max(0.0);
-                (visible > 0.0 && visible >= f64::from(MIN_KEPT_FRACTION) * bw * bh)
-                    .then_some(([ax, ay, bx - ax, by - ay], category))
-            })
+            .filter_map(|(bbox, category)| Some((visible_part(bbox, window)?, category)))
             .collect();
         (crop, cw, ch, kept)
     }
+}
+
+/// The part of `bbox` (`[x, y, w, h]`) that shows through `window` (`[x, y,
+/// w, h]` in the same pixels), in the window's pixels; `None` when less than
+/// `MIN_KEPT_FRACTION` of the box shows.
+pub(crate) fn visible_part(bbox: [f64; 4], window: [f64; 4]) -> Option<[f64; 4]> {
+    let [x, y, bw, bh] = bbox;
+    let [fx, fy, fw, fh] = window;
+    let (ax, ay) = ((x - fx).max(0.0), (y - fy).max(0.0));
+    let (bx, by) = ((x + bw - fx).min(fw), (y + bh - fy).min(fh));
+    let visible = (bx - ax).max(0.0) * (by - ay).max(0.0);
+    (visible > 0.0 && visible >= f64::from(MIN_KEPT_FRACTION) * bw * bh).then_some([
+        ax,
+        ay,
+        bx - ax,
+        by - ay,
+    ])
 }
 
 pub fn train_detector(

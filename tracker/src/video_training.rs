@@ -1,8 +1,8 @@
-//! `owltrack train decoder`: the recurrent video decoder trained on a
-//! TAO-format video dataset over a frozen OWL backbone. The backbone's image
-//! tokens of every frame are computed once and cached on disk (one file per
-//! video), so steps cost only the decoder; clips are runs of consecutive
-//! annotated frames.
+//! `owltrack train decoder`: the recurrent video decoder trained over a
+//! frozen OWL backbone on a TAO-format video dataset, on pseudo-videos made
+//! from annotated still images, or both. The backbone's image tokens of every
+//! frame are computed once and cached on disk (one file per video), so steps
+//! cost only the decoder; clips are runs of consecutive annotated frames.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use owltrack_models::{Checkpoint, DType, Detector, Device, OwlVersion, Query, Te
 use serde::Serialize;
 
 use crate::error::{Result, TrackerError};
+use crate::pseudo_video::{self, CameraMotion, Still, Window};
 use crate::rng::Pcg;
 use crate::tao::TaoDataset;
 use crate::training::LossLog;
@@ -24,7 +25,9 @@ const CACHE_DIR: &str = "token-cache";
 #[derive(Debug, Clone)]
 pub struct DecoderTraining {
     /// TAO annotations and frames (what `owltrack synth` writes).
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// Annotated still images (COCO or TAO format) to make pseudo-videos of.
+    pub stills: Option<PseudoVideos>,
     /// The backbone checkpoint (frozen); copied into `out` beside the decoder.
     pub backbone: PathBuf,
     pub out: PathBuf,
@@ -42,10 +45,25 @@ pub struct DecoderTraining {
     pub resume: bool,
 }
 
+/// Pseudo-videos from the stills of a COCO-format dataset.
+#[derive(Debug, Clone)]
+pub struct PseudoVideos {
+    pub data: PathBuf,
+    /// Use at most this many stills, spread over the dataset.
+    pub limit: Option<usize>,
+    /// Pseudo-videos made of each still (each its own camera path).
+    pub per_still: usize,
+    pub motion: CameraMotion,
+    /// Chance that a clip comes from a pseudo-video when videos are trained
+    /// on too; by default every video and pseudo-video is equally likely.
+    pub share: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DecoderSummary {
     pub steps: usize,
     pub videos: usize,
+    pub pseudo_videos: usize,
     pub frames: usize,
     pub first: Option<Losses>,
     pub last: Option<Losses>,
@@ -55,9 +73,29 @@ pub struct DecoderSummary {
 /// One video's annotated frames in order, each with its ground truth
 /// normalised to the model's input square.
 struct VideoFrames {
-    id: u64,
-    files: Vec<PathBuf>,
+    /// Names the video's file in the token cache.
+    cache_key: String,
+    source: FrameSource,
     truths: Vec<FrameTruth>,
+}
+
+enum FrameSource {
+    Files(Vec<PathBuf>),
+    /// A pseudo-video: the windows of a still its frames show.
+    Still {
+        still: Still,
+        windows: Vec<Window>,
+    },
+}
+
+impl VideoFrames {
+    fn len(&self) -> usize {
+        self.truths.len()
+    }
+
+    fn is_pseudo(&self) -> bool {
+        matches!(self.source, FrameSource::Still { .. })
+    }
 }
 
 /// Boxes `[x, y, w, h]` in pixels of a `width`×`height` frame, as (cx, cy,
@@ -80,15 +118,17 @@ pub fn normalised_box(bbox: [f64; 4], width: u32, height: u32, version: OwlVersi
     ]
 }
 
-fn load_videos(data: &Path, version: OwlVersion) -> Result<(Vec<VideoFrames>, Vec<String>)> {
+fn load_videos(
+    data: &Path,
+    version: OwlVersion,
+    vocabulary: &mut Vec<String>,
+) -> Result<Vec<VideoFrames>> {
     let path = data.join("annotations.json");
     let dataset = TaoDataset::read(&path)?;
-    let vocabulary: Vec<String> = dataset.categories.iter().map(|c| c.name.clone()).collect();
     let category: BTreeMap<u64, usize> = dataset
         .categories
         .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id, i))
+        .map(|c| (c.id, pseudo_video::vocabulary_label(vocabulary, &c.name)))
         .collect();
     let mut by_image: BTreeMap<u64, FrameTruth> = BTreeMap::new();
     let sizes: BTreeMap<u64, (u32, u32)> = dataset
@@ -125,42 +165,119 @@ fn load_videos(data: &Path, version: OwlVersion) -> Result<(Vec<VideoFrames>, Ve
         .map(|(id, mut frames)| {
             frames.sort_by_key(|f| f.0);
             let (files, truths) = frames.into_iter().map(|(_, f, t)| (f, t)).unzip();
-            VideoFrames { id, files, truths }
+            VideoFrames {
+                cache_key: id.to_string(),
+                source: FrameSource::Files(files),
+                truths,
+            }
         })
         .collect();
-    if videos.is_empty() || vocabulary.is_empty() {
+    if videos.is_empty() || dataset.categories.is_empty() {
         return Err(TrackerError::Format {
             path,
             reason: "no videos with frames on disk, or no categories".into(),
         });
     }
-    Ok((videos, vocabulary))
+    Ok(videos)
+}
+
+/// The pseudo-videos of `job`'s stills, their ground truth normalised as a
+/// video's.
+fn pseudo_videos(
+    job: &PseudoVideos,
+    seed: u64,
+    version: OwlVersion,
+    vocabulary: &mut Vec<String>,
+) -> Result<Vec<VideoFrames>> {
+    let stills = pseudo_video::load_stills(&job.data, job.limit, vocabulary)?;
+    let mut videos = Vec::with_capacity(stills.len() * job.per_still);
+    for still in stills {
+        for k in 0..job.per_still {
+            // One camera path per (seed, still, k), whatever else is loaded.
+            let mut rng = Pcg::new(seed ^ still.id.rotate_left(20), k as u64 + 1);
+            let windows =
+                pseudo_video::camera_path(still.width, still.height, job.motion, &mut rng);
+            let truths = windows
+                .iter()
+                .map(|&window| {
+                    let mut truth = FrameTruth::default();
+                    for b in pseudo_video::boxes_in(&still.boxes, window, still.width, still.height)
+                    {
+                        truth.tracks.push(b.track);
+                        truth.boxes.push(normalised_box(
+                            b.bbox,
+                            still.width,
+                            still.height,
+                            version,
+                        ));
+                        truth.labels.push(b.label);
+                    }
+                    truth
+                })
+                .collect();
+            videos.push(VideoFrames {
+                cache_key: format!(
+                    "still-{}-{k}-seed{seed}-f{}-z{}",
+                    still.id, job.motion.frames, job.motion.max_zoom
+                ),
+                source: FrameSource::Still {
+                    still: still.clone(),
+                    windows,
+                },
+                truths,
+            });
+        }
+    }
+    Ok(videos)
 }
 
 /// The cached tokens (F, N, D) of `video`, computing and writing them first
 /// if needed.
 fn cached_tokens(detector: &Detector, video: &VideoFrames, cache: &Path) -> Result<Tensor> {
-    let path = cache.join(format!("{}.safetensors", video.id));
+    let path = cache.join(format!("{}.safetensors", video.cache_key));
     if let Ok(mut loaded) = candle_core::safetensors::load(&path, &Device::Cpu) {
         if let Some(tokens) = loaded.remove("tokens") {
-            if tokens.dim(0).ok() == Some(video.files.len()) {
+            if tokens.dim(0).ok() == Some(video.len()) {
                 return Ok(tokens);
             }
         }
     }
-    let mut frames = Vec::with_capacity(video.files.len());
-    for file in &video.files {
+    let read = |file: &Path| -> Result<(Vec<u8>, u32, u32)> {
         let bytes = std::fs::read(file).map_err(|e| TrackerError::io(file, e))?;
-        let (rgb, w, h) = image::decode_image(&bytes)?;
+        Ok(image::decode_image(&bytes)?)
+    };
+    let backbone = |rgb: &[u8], w: u32, h: u32| -> Result<Tensor> {
         let pixels = detector
             .preprocessor()
-            .tensor(&rgb, w, h, detector.model().device())?;
+            .tensor(rgb, w, h, detector.model().device())?;
         let tokens = detector.model().backbone(&pixels)?;
-        frames.push(
-            tokens
-                .squeeze(0)
-                .map_err(owltrack_models::ModelError::from)?,
-        );
+        Ok(tokens
+            .squeeze(0)
+            .map_err(owltrack_models::ModelError::from)?)
+    };
+    let mut frames = Vec::with_capacity(video.len());
+    match &video.source {
+        FrameSource::Files(files) => {
+            for file in files {
+                let (rgb, w, h) = read(file)?;
+                frames.push(backbone(&rgb, w, h)?);
+            }
+        }
+        FrameSource::Still { still, windows } => {
+            let (rgb, w, h) = read(&still.file)?;
+            if (w, h) != (still.width, still.height) {
+                return Err(TrackerError::Format {
+                    path: still.file.clone(),
+                    reason: format!(
+                        "the image is {w}x{h}, its annotations say {}x{}",
+                        still.width, still.height
+                    ),
+                });
+            }
+            for &window in windows {
+                frames.push(backbone(&pseudo_video::render(&rgb, w, h, window), w, h)?);
+            }
+        }
     }
     let tokens = Tensor::stack(&frames, 0)
         .and_then(|t| t.to_dtype(DType::F16))
@@ -191,10 +308,28 @@ pub fn train_decoder(
     let model = backbone.load(&Device::Cpu, DType::F32)?;
     let tokenizer = owltrack_models::ClipTokenizer::from_dir(&job.backbone)?;
     let mut detector = Detector::from_model(model, tokenizer)?;
-    let (videos, vocabulary) = load_videos(&job.data, version)?;
+    let mut vocabulary = Vec::new();
+    let mut videos = match &job.data {
+        Some(data) => load_videos(data, version, &mut vocabulary)?,
+        None => Vec::new(),
+    };
+    if let Some(stills) = &job.stills {
+        if stills.motion.frames < job.clip_frames || stills.per_still == 0 {
+            return Err(TrackerError::InvalidOption(format!(
+                "pseudo-videos need at least one per still and at least {} frames (the clip length)",
+                job.clip_frames
+            )));
+        }
+        videos.extend(pseudo_videos(stills, job.seed, version, &mut vocabulary)?);
+    }
+    if vocabulary.is_empty() {
+        return Err(TrackerError::InvalidOption(
+            "no training data: give videos, stills or both".into(),
+        ));
+    }
     let usable: Vec<&VideoFrames> = videos
         .iter()
-        .filter(|v| v.files.len() >= job.clip_frames)
+        .filter(|v| v.len() >= job.clip_frames)
         .collect();
     if usable.is_empty() {
         return Err(TrackerError::InvalidOption(format!(
@@ -202,6 +337,13 @@ pub fn train_decoder(
             job.clip_frames
         )));
     }
+    let (pseudo, real): (Vec<usize>, Vec<usize>) =
+        (0..usable.len()).partition(|&i| usable[i].is_pseudo());
+    let share = job
+        .stills
+        .as_ref()
+        .and_then(|s| s.share)
+        .filter(|_| !pseudo.is_empty() && !real.is_empty());
     let queries: Vec<Query> = vocabulary.iter().cloned().map(Query::Text).collect();
     let queries = detector.embed_queries(&queries)?;
     std::fs::create_dir_all(job.out.join(CACHE_DIR)).map_err(|e| TrackerError::io(&job.out, e))?;
@@ -231,8 +373,12 @@ pub fn train_decoder(
         let mut rng = Pcg::new(job.seed, step as u64 + 1);
         let mut clips = Vec::with_capacity(job.batch);
         for _ in 0..job.batch {
-            let v = rng.below(usable.len());
-            let start = rng.below(usable[v].files.len() - job.clip_frames + 1);
+            let v = match share {
+                Some(share) if rng.chance(share) => pseudo[rng.below(pseudo.len())],
+                Some(_) => real[rng.below(real.len())],
+                None => rng.below(usable.len()),
+            };
+            let start = rng.below(usable[v].len() - job.clip_frames + 1);
             // The detector's heads on the cached tokens: cheap, and they
             // give the decoder each patch's box and objectness.
             let frames = (start..start + job.clip_frames)
@@ -264,8 +410,9 @@ pub fn train_decoder(
     }
     Ok(DecoderSummary {
         steps: trainer.step_count(),
-        videos: usable.len(),
-        frames: usable.iter().map(|v| v.files.len()).sum(),
+        videos: real.len(),
+        pseudo_videos: pseudo.len(),
+        frames: usable.iter().map(|v| v.len()).sum(),
         first,
         last,
         seconds: started.elapsed().as_secs_f64(),

@@ -34,6 +34,14 @@ impl ClipMatcher {
         }
     }
 
+    /// `slot` follows a new object from now on (the decoder reseeded it):
+    /// its track, if still visible, is free to be matched anew.
+    pub fn release(&mut self, slot: usize) {
+        if let Some(track) = self.slot_tracks.get_mut(slot) {
+            *track = None;
+        }
+    }
+
     /// The track each slot follows so far.
     pub fn slot_tracks(&self) -> &[Option<u64>] {
         &self.slot_tracks
@@ -153,6 +161,21 @@ mod tests {
             .assign(&truth(&[(4, A), (7, C)]), &logits, 1, &[A, B, C])
             .unwrap();
         assert_eq!(back[0], Some(1));
+    }
+
+    #[test]
+    fn a_released_slot_gives_its_track_up_for_matching_anew() {
+        let mut m = matcher();
+        let logits = [0.0; 3];
+        m.assign(&truth(&[(7, A)]), &logits, 1, &[A, B, C]).unwrap();
+        // Slot 0 was reseeded onto another object; track 7, still visible
+        // near slot 2, goes to the cheapest free slot.
+        m.release(0);
+        assert_eq!(m.slot_tracks(), [None, None, None]);
+        let t = m.assign(&truth(&[(7, C)]), &logits, 1, &[A, B, C]).unwrap();
+        assert_eq!(t, [None, None, Some(0)]);
+        m.release(5);
+        assert_eq!(m.slot_tracks(), [None, None, Some(7)]);
     }
 
     #[test]

@@ -101,6 +101,11 @@ impl DecoderTrainer {
         let mut losses = Losses::default();
         for frame in 0..frames {
             let (outputs, next) = self.decoder.step(&batch_of(frame)?, &state)?;
+            for (matcher, reseeded) in matchers.iter_mut().zip(&next.reseeded) {
+                for (slot, _) in reseeded.iter().enumerate().filter(|(_, &r)| r) {
+                    matcher.release(slot);
+                }
+            }
             let logits = outputs.class_logits(queries, None)?;
             let host_logits: Vec<f32> = logits.detach().flatten_all()?.to_vec1()?;
             let host_boxes = outputs.boxes.detach().to_vec3::<f32>()?;
