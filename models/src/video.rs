@@ -57,6 +57,11 @@ pub struct DecoderConfig {
     pub reseed: Option<Reseed>,
     /// How boxes (the slots' and the memory's positions) are embedded.
     pub box_encoding: BoxEncoding,
+    /// Each slot keeps the query it started from (its seed, or its learned
+    /// query) and adds it to its input on every frame, as DETR adds its
+    /// query embeddings in every layer: what the slot was seeded on stays
+    /// readable however the recurrent state evolves.
+    pub persistent_queries: bool,
 }
 
 /// The box embedding. `Linear` maps (cx, cy, w, h) linearly: attention
@@ -76,6 +81,14 @@ pub enum BoxEncoding {
 
 const SINE_FREQUENCIES: usize = 16;
 const SINE_MAX_CYCLES: f64 = 32.0;
+
+/// Slots (re)seeded from patches: their recurrent state, boxes and, with
+/// persistent queries, their anchors.
+struct Seeded {
+    tokens: Tensor,
+    box_logits: Tensor,
+    anchors: Option<Tensor>,
+}
 
 /// Boxes (…, 4) to the decoder's width.
 struct BoxEmbed {
@@ -166,6 +179,7 @@ impl Default for DecoderConfig {
             positions: Positions::Grid,
             reseed: None,
             box_encoding: BoxEncoding::Linear,
+            persistent_queries: false,
         }
     }
 }
@@ -211,6 +225,10 @@ pub struct DecoderState {
     /// Per clip and slot: the slot was reseeded on the frame this state
     /// comes from, so from there on it follows a different object.
     pub reseeded: Vec<Vec<bool>>,
+    /// Per clip and slot: frames since the slot was (re)seeded.
+    pub age: Vec<Vec<u32>>,
+    /// With `persistent_queries`: each slot's starting query (B, K, W).
+    pub anchors: Option<Tensor>,
 }
 
 struct Attention {
@@ -333,6 +351,23 @@ fn patch_candidates(image: &ImageOutputs) -> Result<Option<(Vec<Vec<f32>>, Vec<V
             .to_dtype(DType::F32)?
             .to_vec3::<f32>()?,
     )))
+}
+
+/// Slots whose box covers an older slot's (IoU above `SEED_COVER_IOU`;
+/// of two as old, the later one): two slots on one object. Reseeding
+/// frees them by rule, where the decoder would have to learn duplicate
+/// suppression — and training, until it has, asks a slot on an object to
+/// score no-object because another slot holds that object.
+fn duplicate_slots(boxes: &[Vec<f32>], ages: &[u32]) -> Vec<usize> {
+    let boxes: Vec<[f32; 4]> = boxes.iter().map(|b| corners(b)).collect();
+    (0..boxes.len())
+        .filter(|&k| {
+            (0..boxes.len()).any(|other| {
+                let older = ages[other] > ages[k] || (ages[other] == ages[k] && other < k);
+                other != k && older && iou(&boxes[k], &boxes[other]) > SEED_COVER_IOU
+            })
+        })
+        .collect()
 }
 
 fn corners(b: &[f32]) -> [f32; 4] {
@@ -459,12 +494,18 @@ impl VideoDecoder {
     pub fn initial_state(&self, image: &ImageOutputs) -> Result<DecoderState> {
         let (batch, patches, _) = image.tokens.dims3()?;
         let (k, w) = (self.config.queries, self.config.width);
+        let learned = self
+            .query_tokens
+            .unsqueeze(0)?
+            .broadcast_as((batch, k, w))?
+            .contiguous()?;
+        let persistent = self.config.persistent_queries;
         let fresh = DecoderState {
-            tokens: self
-                .query_tokens
-                .unsqueeze(0)?
-                .broadcast_as((batch, k, w))?
-                .contiguous()?,
+            tokens: if persistent {
+                learned.zeros_like()?
+            } else {
+                learned.clone()
+            },
             box_logits: self
                 .query_boxes
                 .unsqueeze(0)?
@@ -472,6 +513,8 @@ impl VideoDecoder {
                 .contiguous()?,
             idle: vec![vec![0; k]; batch],
             reseeded: vec![vec![false; k]; batch],
+            age: vec![vec![0; k]; batch],
+            anchors: persistent.then_some(learned),
         };
         let (Some((scores, patch_boxes)), Some(_), true) =
             (patch_candidates(image)?, &self.seed_proj, patches >= k)
@@ -496,10 +539,11 @@ impl VideoDecoder {
                 picks
             })
             .collect();
-        let (tokens, box_logits) = self.seeded(image, &fresh, &picks)?;
+        let seeded = self.seeded(image, &fresh, &picks)?;
         Ok(DecoderState {
-            tokens,
-            box_logits,
+            tokens: seeded.tokens,
+            box_logits: seeded.box_logits,
+            anchors: seeded.anchors,
             ..fresh
         })
     }
@@ -512,7 +556,7 @@ impl VideoDecoder {
         image: &ImageOutputs,
         state: &DecoderState,
         picks: &[Vec<Option<u32>>],
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<Seeded> {
         let seed_proj = self.seed_proj.as_ref().ok_or_else(|| {
             ModelError::InvalidInput("this decoder does not seed slots from patches".into())
         })?;
@@ -534,8 +578,18 @@ impl VideoDecoder {
         let seed_tokens = seed_proj
             .forward(&seeds)?
             .broadcast_add(&self.query_tokens.unsqueeze(0)?)?;
+        // A new slot's recurrent state starts empty when its seed persists
+        // beside it, and is the seed otherwise.
+        let start_tokens = match state.anchors {
+            Some(_) => seed_tokens.zeros_like()?,
+            None => seed_tokens.clone(),
+        };
         if picks.iter().flatten().all(Option::is_some) {
-            return Ok((seed_tokens, seed_logits));
+            return Ok(Seeded {
+                anchors: state.anchors.as_ref().map(|_| seed_tokens),
+                tokens: start_tokens,
+                box_logits: seed_logits,
+            });
         }
         let mask: Vec<f32> = picks
             .iter()
@@ -547,10 +601,15 @@ impl VideoDecoder {
         let blend = |new: &Tensor, old: &Tensor| -> candle_core::Result<Tensor> {
             new.broadcast_mul(&mask)? + old.broadcast_mul(&keep)?
         };
-        Ok((
-            blend(&seed_tokens, &state.tokens)?,
-            blend(&seed_logits, &state.box_logits)?,
-        ))
+        Ok(Seeded {
+            tokens: blend(&start_tokens, &state.tokens)?,
+            box_logits: blend(&seed_logits, &state.box_logits)?,
+            anchors: state
+                .anchors
+                .as_ref()
+                .map(|anchors| blend(&seed_tokens, anchors))
+                .transpose()?,
+        })
     }
 
     /// The patches of `image` that slots idle long enough under
@@ -633,17 +692,19 @@ impl VideoDecoder {
         let state = match self.config.reseed {
             Some(reseed) => match self.reseed_picks(image, state, reseed)? {
                 Some(picks) => {
-                    let (tokens, box_logits) = self.seeded(image, state, &picks)?;
+                    let seeded = self.seeded(image, state, &picks)?;
                     for (flags, slots) in reseeded.iter_mut().zip(&picks) {
                         for (flag, pick) in flags.iter_mut().zip(slots) {
                             *flag = pick.is_some();
                         }
                     }
                     reseeded_state = DecoderState {
-                        tokens,
-                        box_logits,
+                        tokens: seeded.tokens,
+                        box_logits: seeded.box_logits,
+                        anchors: seeded.anchors,
                         idle: state.idle.clone(),
                         reseeded: reseeded.clone(),
+                        age: state.age.clone(),
                     };
                     &reseeded_state
                 }
@@ -653,6 +714,9 @@ impl VideoDecoder {
         };
         let boxes_in = candle_nn::ops::sigmoid(&state.box_logits)?;
         let mut xs = (&state.tokens + self.box_embed.forward(&boxes_in)?)?;
+        if let Some(anchors) = &state.anchors {
+            xs = (xs + anchors)?;
+        }
 
         for layer in &self.layers {
             xs = layer.forward(&xs, &memory)?;
@@ -695,6 +759,26 @@ impl VideoDecoder {
             }
             None => state.idle.clone(),
         };
+        let age: Vec<Vec<u32>> = state
+            .age
+            .iter()
+            .zip(&reseeded)
+            .map(|(ages, new)| {
+                ages.iter()
+                    .zip(new)
+                    .map(|(&a, &new)| if new { 0 } else { a + 1 })
+                    .collect()
+            })
+            .collect();
+        let mut idle = idle;
+        if let Some(reseed) = self.config.reseed {
+            let boxes = boxes.detach().to_dtype(DType::F32)?.to_vec3::<f32>()?;
+            for ((boxes, ages), idle) in boxes.iter().zip(&age).zip(idle.iter_mut()) {
+                for slot in duplicate_slots(boxes, ages) {
+                    idle[slot] = idle[slot].max(reseed.after);
+                }
+            }
+        }
         let outputs = ImageOutputs {
             tokens: xs.clone(),
             grid: (1, self.config.queries),
@@ -711,6 +795,8 @@ impl VideoDecoder {
                 box_logits,
                 idle,
                 reseeded,
+                age,
+                anchors: state.anchors.clone(),
             },
         ))
     }
@@ -773,6 +859,8 @@ mod tests {
             box_logits: Tensor::new(&[slot_boxes], &device).unwrap(),
             idle: vec![idle],
             reseeded: vec![vec![false; 3]],
+            age: vec![vec![5, 5, 5]],
+            anchors: None,
         };
         let reseed = decoder.config().reseed.unwrap();
         // Slots 1 and 2 idle long enough; slot 0 keeps patch 0's object.
@@ -790,14 +878,14 @@ mod tests {
         assert_eq!(next.reseeded, vec![vec![false, true, true]]);
         assert!(next.idle[0][1] <= 1 && next.idle[0][2] <= 1);
         // Seeds sit at their patches' boxes before the decoder refines them.
-        let (_, logits) = decoder
+        let seeded = decoder
             .seeded(
                 &image,
                 &state(vec![0, 2, 3]),
                 &[vec![None, Some(1), Some(3)]],
             )
             .unwrap();
-        let boxes = candle_nn::ops::sigmoid(&logits)
+        let boxes = candle_nn::ops::sigmoid(&seeded.box_logits)
             .unwrap()
             .get(0)
             .unwrap()
@@ -851,6 +939,20 @@ mod tests {
             .unwrap();
         assert!(similarity[0][0] > similarity[0][1]);
         assert!(similarity[0][1] > similarity[0][2]);
+    }
+
+    #[test]
+    fn the_younger_of_two_slots_on_one_object_is_the_duplicate() {
+        let a = vec![0.2f32, 0.2, 0.1, 0.1];
+        let near_a = vec![0.205f32, 0.2, 0.1, 0.1];
+        let b = vec![0.7f32, 0.7, 0.1, 0.1];
+        // Slot 1 (age 9) is older than slot 0 (age 2) on the same object.
+        assert_eq!(
+            duplicate_slots(&[a.clone(), near_a.clone(), b.clone()], &[2, 9, 4]),
+            vec![0]
+        );
+        // As old: the later slot yields.
+        assert_eq!(duplicate_slots(&[a, near_a, b], &[3, 3, 3]), vec![1]);
     }
 
     #[test]

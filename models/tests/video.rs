@@ -25,6 +25,7 @@ fn config() -> DecoderConfig {
         positions: Positions::PatchBoxes,
         reseed: None,
         box_encoding: BoxEncoding::Linear,
+        persistent_queries: false,
     }
 }
 
@@ -139,6 +140,35 @@ fn outputs_have_an_images_shape_and_slots_recur() {
     let start = sine.initial_state(&image).unwrap();
     let (sine_outputs, _) = sine.step(&image, &start).unwrap();
     assert_eq!(sine_outputs.boxes.dims(), [2, 6, 4]);
+    // Persistent queries: the state starts empty beside the seeds, which
+    // are carried unchanged to every later frame.
+    let persistent = VideoDecoder::new(
+        DecoderConfig {
+            persistent_queries: true,
+            ..config()
+        },
+        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &device),
+    )
+    .unwrap();
+    let start = persistent.initial_state(&image).unwrap();
+    let anchors = start
+        .anchors
+        .clone()
+        .expect("persistent queries have anchors");
+    assert_eq!(anchors.dims(), [2, 6, 32]);
+    let sum = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(sum(&start.tokens), 0.0);
+    let (_, next) = persistent.step(&image, &start).unwrap();
+    assert_eq!(sum(&(next.anchors.unwrap() - &anchors).unwrap()), 0.0);
+    assert!(sum(&next.tokens) > 0.0);
+    assert!(second.anchors.is_none());
     // Wrong widths are refused with a reason.
     let wrong = frame_outputs(Tensor::zeros((2, 36, 25), DType::F32, &device).unwrap());
     assert!(decoder.step(&wrong, &second).is_err());
@@ -202,6 +232,18 @@ fn a_reseeding_decoder_keeps_slots_through_a_short_occlusion() {
     });
     // The four empty slots were idle from the first frame on.
     assert!(reseeded >= 4, "{reseeded} slots reseeded");
+}
+
+/// Slots that keep their starting queries beside their recurrent state.
+#[test]
+fn a_decoder_with_persistent_queries_overfits_with_consistent_slots() {
+    assert_eq!(
+        overfits_with_consistent_slots(DecoderConfig {
+            persistent_queries: true,
+            ..config()
+        }),
+        0
+    );
 }
 
 /// Overfits the clip, checks that each track keeps one slot on the replay,

@@ -100,6 +100,10 @@ pub struct DecoderArgs {
     /// DAB-DETR: lets a slot attend to what lies near its box).
     #[arg(long, default_value = "linear", value_parser = parse_box_encoding)]
     pub box_encoding: BoxEncoding,
+    /// Every slot adds the query it started from (its seed, or its learned
+    /// query) to its input on every frame, not only on the first.
+    #[arg(long)]
+    pub persistent_queries: bool,
     /// The objectness under which a slot counts as idle.
     #[arg(long, default_value_t = 0.1, value_parser = parse_probability)]
     pub reseed_below: f64,
@@ -322,6 +326,7 @@ fn decoder(args: DecoderArgs) -> Result<()> {
             seed_from_patches: args.seed_from_patches,
             positions: args.positions,
             box_encoding: args.box_encoding,
+            persistent_queries: args.persistent_queries,
             reseed: args.reseed_after.map(|after| Reseed {
                 below: args.reseed_below as f32,
                 after,
