@@ -258,12 +258,17 @@ impl Attention {
             .contiguous()
     }
 
-    fn forward(&self, queries: &Tensor, memory: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        queries: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let (batch, slots, width) = queries.dims3()?;
         let scale = ((width / self.heads) as f64).powf(-0.5);
         let q = self.split(&(self.q.forward(queries)? * scale)?)?;
-        let k = self.split(&self.k.forward(memory)?)?;
-        let v = self.split(&self.v.forward(memory)?)?;
+        let k = self.split(&self.k.forward(keys)?)?;
+        let v = self.split(&self.v.forward(values)?)?;
         let weights = q.matmul(&k.t()?.contiguous()?)?;
         let weights = if weights.track_op() {
             candle_nn::ops::softmax(&weights, D::Minus1)?
@@ -302,11 +307,24 @@ impl Layer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, memory: &Tensor) -> candle_core::Result<Tensor> {
+    /// `anchors` (persistent queries) join the attention queries (and the
+    /// slots' keys), as DETR's query embeddings do, never the residual
+    /// stream: the slots' outputs hold only what they read this frame.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        memory: &Tensor,
+        anchors: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let with_anchors = |t: Tensor| match anchors {
+            Some(a) => t + a,
+            None => Ok(t),
+        };
         let normed = self.self_norm.forward(xs)?;
-        let xs = (xs + self.self_attention.forward(&normed, &normed)?)?;
-        let normed = self.cross_norm.forward(&xs)?;
-        let xs = (&xs + self.cross_attention.forward(&normed, memory)?)?;
+        let query = with_anchors(normed.clone())?;
+        let xs = (xs + self.self_attention.forward(&query, &query, &normed)?)?;
+        let normed = with_anchors(self.cross_norm.forward(&xs)?)?;
+        let xs = (&xs + self.cross_attention.forward(&normed, memory, memory)?)?;
         let hidden = self.fc1.forward(&self.mlp_norm.forward(&xs)?)?.gelu()?;
         &xs + self.fc2.forward(&hidden)?
     }
@@ -714,12 +732,9 @@ impl VideoDecoder {
         };
         let boxes_in = candle_nn::ops::sigmoid(&state.box_logits)?;
         let mut xs = (&state.tokens + self.box_embed.forward(&boxes_in)?)?;
-        if let Some(anchors) = &state.anchors {
-            xs = (xs + anchors)?;
-        }
 
         for layer in &self.layers {
-            xs = layer.forward(&xs, &memory)?;
+            xs = layer.forward(&xs, &memory, state.anchors.as_ref())?;
         }
         let xs = self.final_norm.forward(&xs)?;
         let delta = self
