@@ -58,9 +58,10 @@ pub struct DecoderConfig {
     /// How boxes (the slots' and the memory's positions) are embedded.
     pub box_encoding: BoxEncoding,
     /// Each slot keeps the query it started from (its seed, or its learned
-    /// query) and adds it to its input on every frame, as DETR adds its
-    /// query embeddings in every layer: what the slot was seeded on stays
-    /// readable however the recurrent state evolves.
+    /// query), and it joins the slot's attention queries in every layer on
+    /// every frame, as DETR's query embeddings do: what the slot was seeded
+    /// on keeps steering what it reads, however its state evolves. Without
+    /// it the class and objectness heads learn on a clip's first frame only.
     pub persistent_queries: bool,
 }
 
@@ -141,11 +142,12 @@ impl BoxEmbed {
 }
 
 /// Slots that have scored below `below` (objectness probability) for
-/// `after` frames in a row are seeded again, on the next frame, from its
-/// most object-like patches that no other slot covers. Without it a slot
-/// whose object left stays empty, and objects that enter later are found
-/// only if a free slot happens to drift onto them; `after` > 1 lets a slot
-/// keep its object through a short occlusion.
+/// `after` frames in a row, and duplicates (see `duplicate_slots`), are
+/// seeded again, on the next frame, from its most object-like patches that
+/// no other slot covers. Without it a slot whose object left stays empty,
+/// and objects that enter later are found only if a free slot happens to
+/// drift onto them; `after` > 1 lets a slot keep its object through a short
+/// occlusion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Reseed {
     pub below: f32,

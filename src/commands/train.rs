@@ -100,8 +100,10 @@ pub struct DecoderArgs {
     /// DAB-DETR: lets a slot attend to what lies near its box).
     #[arg(long, default_value = "linear", value_parser = parse_box_encoding)]
     pub box_encoding: BoxEncoding,
-    /// Every slot adds the query it started from (its seed, or its learned
-    /// query) to its input on every frame, not only on the first.
+    /// Every slot keeps the query it started from (its seed, or its learned
+    /// query) in its attention queries on every frame, as DETR's query
+    /// embeddings (the built-in decoder's setting; without it the class and
+    /// objectness heads learn on a clip's first frame only).
     #[arg(long)]
     pub persistent_queries: bool,
     /// The objectness under which a slot counts as idle.
