@@ -419,6 +419,28 @@ fn trains_a_video_decoder_on_pseudo_videos_from_stills() {
         .collect();
     assert_eq!(cached.len(), 6, "{cached:?}");
     assert!(cached.iter().all(|name| name.starts_with("still-")));
+    // The camera moves: a pseudo-video's frames are not one image repeated.
+    let tokens = candle_core::safetensors::load(
+        out.join("token-cache").join(&cached[0]),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .remove("tokens")
+    .unwrap()
+    .to_dtype(candle_core::DType::F32)
+    .unwrap();
+    assert_eq!(tokens.dim(0).unwrap(), 5);
+    let change = |a: usize, b: usize| {
+        (tokens.get(a).unwrap() - tokens.get(b).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(change(0, 4) > 0.0, "the first and last frames are the same");
     assert!(out.join("video_decoder.safetensors").is_file());
 
     // Videos and pseudo-videos together.
