@@ -109,6 +109,16 @@ pub struct DecoderArgs {
     /// The objectness under which a slot counts as idle.
     #[arg(long, default_value_t = 0.1, value_parser = parse_probability)]
     pub reseed_below: f64,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    /// Continue from the decoder and optimiser state already in --out.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// The optimiser, schedule and checkpointing flags both trainers share.
+#[derive(Args)]
+pub struct ScheduleArgs {
     /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -124,9 +134,20 @@ pub struct DecoderArgs {
     /// Write a checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 200)]
     pub save_every: usize,
-    /// Continue from the decoder and optimiser state already in --out.
-    #[arg(long)]
-    pub resume: bool,
+}
+
+impl ScheduleArgs {
+    /// AdamW with warm-up and cosine decay over `steps`.
+    fn options(&self, steps: usize) -> TrainOptions {
+        TrainOptions {
+            learning_rate: self.lr,
+            warmup_steps: self.warmup,
+            total_steps: steps,
+            weight_decay: self.weight_decay,
+            clip_norm: self.clip,
+            ..TrainOptions::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -145,21 +166,8 @@ pub struct DetectorArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
-    #[arg(long, default_value_t = 1e-4)]
-    pub weight_decay: f64,
-    /// Clip the gradients' global norm to this.
-    #[arg(long, default_value_t = 1.0)]
-    pub clip: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Write a checkpoint every N steps (and at the end).
-    #[arg(long, default_value_t = 200)]
-    pub save_every: usize,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     /// Queries per step at most: the batch's categories plus negatives.
     #[arg(long, default_value_t = 64)]
     pub max_queries: usize,
@@ -268,16 +276,11 @@ fn detector(args: DetectorArgs) -> Result<()> {
         steps: args.steps,
         batch: args.batch,
         options: TrainOptions {
-            learning_rate: args.lr,
-            warmup_steps: args.warmup,
-            total_steps: args.steps,
-            weight_decay: args.weight_decay,
-            clip_norm: args.clip,
             query_spread: args.query_spread,
-            ..TrainOptions::default()
+            ..args.schedule.options(args.steps)
         },
-        seed: args.seed,
-        save_every: args.save_every,
+        seed: args.schedule.seed,
+        save_every: args.schedule.save_every,
         max_queries: args.max_queries,
         resume: args.resume,
         mosaic: args.mosaic,
@@ -338,16 +341,9 @@ fn decoder(args: DecoderArgs) -> Result<()> {
         steps: args.steps,
         batch: args.batch,
         clip_frames: args.clip_frames,
-        options: TrainOptions {
-            learning_rate: args.lr,
-            warmup_steps: args.warmup,
-            total_steps: args.steps,
-            weight_decay: args.weight_decay,
-            clip_norm: args.clip,
-            ..TrainOptions::default()
-        },
-        seed: args.seed,
-        save_every: args.save_every,
+        options: args.schedule.options(args.steps),
+        seed: args.schedule.seed,
+        save_every: args.schedule.save_every,
         resume: args.resume,
     };
     let cache_bar = progress::bar(None, "videos cached");
