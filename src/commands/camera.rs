@@ -33,6 +33,7 @@ pub fn run(args: CameraArgs) -> Result<()> {
         frames: args.frames.max(1),
         fps: args.fps,
         seed: args.seed,
+        ..SynthConfig::default()
     };
     eprintln!("rendering {} frames…", config.frames);
     let feed = CameraFeed::synthetic(&config, 0, args.fps)

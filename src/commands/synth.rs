@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use owltrack_tracker::synth::{write_dataset, Outputs, SynthConfig};
+use owltrack_tracker::synth::{write_dataset, Challenge, Outputs, SynthConfig};
 
 use crate::progress;
 
@@ -26,6 +26,18 @@ pub struct SynthArgs {
     pub size: (u32, u32),
     #[arg(long, default_value_t = 25.0)]
     pub fps: f64,
+    /// Full occlusions per video (a larger object passing right over a
+    /// smaller one) [default: one in most videos].
+    #[arg(long, value_name = "N")]
+    pub occlusions: Option<u32>,
+    /// The chance that a moving object has a look-alike twin (same shape
+    /// and colour) moving alongside it.
+    #[arg(long, value_name = "P", default_value_t = Challenge::default().twin_chance)]
+    pub twins: f64,
+    /// Pairs of look-alikes per video whose paths cross, one passing over
+    /// the other.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub crossings: u32,
     /// Skip the MP4 files.
     #[arg(long)]
     pub no_video: bool,
@@ -53,6 +65,11 @@ pub fn run(args: SynthArgs) -> Result<()> {
         frames: args.frames,
         fps: args.fps,
         seed: args.seed,
+        challenge: Challenge {
+            occlusions: args.occlusions,
+            twin_chance: args.twins,
+            crossings: args.crossings,
+        },
     };
     let outputs = Outputs {
         video: !args.no_video,

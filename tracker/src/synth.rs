@@ -136,6 +136,7 @@ pub struct SynthConfig {
     pub frames: u32,
     pub fps: f64,
     pub seed: u64,
+    pub challenge: Challenge,
 }
 
 impl Default for SynthConfig {
@@ -146,6 +147,32 @@ impl Default for SynthConfig {
             frames: 90,
             fps: 25.0,
             seed: 0,
+            challenge: Challenge::default(),
+        }
+    }
+}
+
+/// How hard the world is on a tracker. The default is the world the
+/// built-in model was trained on; a seed gives the same bytes under it as
+/// it always has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Challenge {
+    /// Full occlusions per video (a larger object passing right over a
+    /// smaller one). `None`: one in most videos (a chance of 0.75).
+    pub occlusions: Option<u32>,
+    /// The chance that a wandering object has a look-alike twin moving
+    /// alongside it.
+    pub twin_chance: f64,
+    /// Pairs of look-alikes per video whose paths cross.
+    pub crossings: u32,
+}
+
+impl Default for Challenge {
+    fn default() -> Self {
+        Challenge {
+            occlusions: None,
+            twin_chance: 0.35,
+            crossings: 0,
         }
     }
 }
@@ -156,6 +183,12 @@ impl SynthConfig {
             return Err(TrackerError::InvalidOption(format!(
                 "frame size {}x{} must be between 64 and 4096 on each side",
                 self.width, self.height
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.challenge.twin_chance) {
+            return Err(TrackerError::InvalidOption(format!(
+                "the twin chance {} must be between 0 and 1",
+                self.challenge.twin_chance
             )));
         }
         if self.frames == 0 || !(self.fps.is_finite() && self.fps > 0.0) {
@@ -573,7 +606,7 @@ fn plan_objects(config: &SynthConfig, rng: &mut Pcg) -> Vec<Object> {
         );
 
         // Sometimes a twin of the same kind moves alongside.
-        if rng.chance(0.35) {
+        if rng.chance(config.challenge.twin_chance) {
             let gap = radius * rng.range(2.3, 3.2);
             let (ox, oy) = (-velocity.1, velocity.0);
             let norm = (ox * ox + oy * oy).sqrt().max(1e-9);
@@ -602,66 +635,153 @@ fn plan_objects(config: &SynthConfig, rng: &mut Pcg) -> Vec<Object> {
         }
     }
 
-    // An occlusion: a slow object, and a larger one passing right over it so
-    // that it disappears completely for several frames.
-    if frames >= 20 && rng.chance(0.75) {
-        let small = rng.range(0.03, 0.055) * scale;
-        let (hidden_shape, hidden_colour) = (rng.below(SHAPES.len()), rng.below(COLOURS.len()));
-        let occluder_shape = if rng.chance(0.5) { 0 } else { 1 };
-        let occluder_colour = rng.below(COLOURS.len());
-        let occluder_radius = (small * rng.range(2.6, 3.4)).min(0.2 * scale);
-        let cover = SHAPES[occluder_shape].inner_radius(occluder_radius) - small;
-        let hidden_frames = rng.range(4.0, 10.0);
-        let relative_speed = 2.0 * cover / hidden_frames;
-        let t0 = rng.range(0.3, 0.7) * frames as f64;
-        let centre = (rng.range(0.3, 0.7) * w, rng.range(0.3, 0.7) * h);
-        let drift = (
-            rng.range(-0.3, 0.3) * speed_unit,
-            rng.range(-0.3, 0.3) * speed_unit,
-        );
-        let heading = rng.range(0.0, std::f64::consts::TAU);
-        let (rx, ry) = (
-            relative_speed * heading.cos(),
-            relative_speed * heading.sin(),
-        );
-        let spin = rng.range(-0.03, 0.03);
-        let path = |vx: f64, vy: f64, radius: f64| -> Vec<Option<Pose>> {
-            (0..frames)
-                .map(|f| {
-                    let dt = f as f64 - t0;
-                    let pose = Pose {
-                        x: centre.0 + vx * dt,
-                        y: centre.1 + vy * dt,
-                        angle: spin * f as f64,
-                    };
-                    (pose.x > -radius
-                        && pose.x < w + radius
-                        && pose.y > -radius
-                        && pose.y < h + radius)
-                        .then_some(pose)
-                })
-                .collect()
-        };
-        let hidden = path(drift.0, drift.1, small);
-        let occluder = path(drift.0 + rx, drift.1 + ry, occluder_radius);
-        add_object(
-            &mut objects,
-            (hidden_shape, hidden_colour),
-            small,
-            0.0,
-            hidden,
-            rng,
-        );
-        add_object(
-            &mut objects,
-            (occluder_shape, occluder_colour),
-            occluder_radius,
-            2.0,
-            occluder,
-            rng,
-        );
+    // A full occlusion in most videos, unless the challenge sets how many.
+    if frames >= 20 {
+        match config.challenge.occlusions {
+            None => {
+                if rng.chance(0.75) {
+                    add_occlusion(&mut objects, config, rng);
+                }
+            }
+            Some(count) => {
+                for _ in 0..count {
+                    add_occlusion(&mut objects, config, rng);
+                }
+            }
+        }
+    }
+    for _ in 0..config.challenge.crossings {
+        add_crossing(&mut objects, config, rng);
     }
     objects
+}
+
+/// A straight path through `centre` at frame `t0`, slowly spinning; absent
+/// while the object is wholly outside the frame.
+fn straight_path(
+    config: &SynthConfig,
+    centre: (f64, f64),
+    velocity: (f64, f64),
+    t0: f64,
+    spin: f64,
+    radius: f64,
+) -> Vec<Option<Pose>> {
+    let (w, h) = (f64::from(config.width), f64::from(config.height));
+    (0..config.frames as usize)
+        .map(|f| {
+            let dt = f as f64 - t0;
+            let pose = Pose {
+                x: centre.0 + velocity.0 * dt,
+                y: centre.1 + velocity.1 * dt,
+                angle: spin * f as f64,
+            };
+            (pose.x > -radius && pose.x < w + radius && pose.y > -radius && pose.y < h + radius)
+                .then_some(pose)
+        })
+        .collect()
+}
+
+/// A slow object, and a larger one passing right over it so that it
+/// disappears completely for several frames.
+fn add_occlusion(objects: &mut Vec<Object>, config: &SynthConfig, rng: &mut Pcg) {
+    let (w, h) = (f64::from(config.width), f64::from(config.height));
+    let scale = w.min(h);
+    let speed_unit = scale / 360.0;
+    let small = rng.range(0.03, 0.055) * scale;
+    let (hidden_shape, hidden_colour) = (rng.below(SHAPES.len()), rng.below(COLOURS.len()));
+    let occluder_shape = if rng.chance(0.5) { 0 } else { 1 };
+    let occluder_colour = rng.below(COLOURS.len());
+    let occluder_radius = (small * rng.range(2.6, 3.4)).min(0.2 * scale);
+    let cover = SHAPES[occluder_shape].inner_radius(occluder_radius) - small;
+    let hidden_frames = rng.range(4.0, 10.0);
+    let relative_speed = 2.0 * cover / hidden_frames;
+    let t0 = rng.range(0.3, 0.7) * f64::from(config.frames);
+    let centre = (rng.range(0.3, 0.7) * w, rng.range(0.3, 0.7) * h);
+    let drift = (
+        rng.range(-0.3, 0.3) * speed_unit,
+        rng.range(-0.3, 0.3) * speed_unit,
+    );
+    let heading = rng.range(0.0, std::f64::consts::TAU);
+    let (rx, ry) = (
+        relative_speed * heading.cos(),
+        relative_speed * heading.sin(),
+    );
+    let spin = rng.range(-0.03, 0.03);
+    let hidden = straight_path(config, centre, drift, t0, spin, small);
+    let occluder = straight_path(
+        config,
+        centre,
+        (drift.0 + rx, drift.1 + ry),
+        t0,
+        spin,
+        occluder_radius,
+    );
+    add_object(
+        objects,
+        (hidden_shape, hidden_colour),
+        small,
+        0.0,
+        hidden,
+        rng,
+    );
+    add_object(
+        objects,
+        (occluder_shape, occluder_colour),
+        occluder_radius,
+        2.0,
+        occluder,
+        rng,
+    );
+}
+
+/// Two look-alikes — same shape, same colour, nearly the same size — whose
+/// straight paths cross: at the crossing one passes over the other, partly
+/// or wholly covering it, and only motion tells them apart afterwards.
+fn add_crossing(objects: &mut Vec<Object>, config: &SynthConfig, rng: &mut Pcg) {
+    let (w, h) = (f64::from(config.width), f64::from(config.height));
+    let scale = w.min(h);
+    let speed_unit = scale / 360.0;
+    let kind = (rng.below(SHAPES.len()), rng.below(COLOURS.len()));
+    let radius = rng.range(0.04, 0.08) * scale;
+    let other_radius = radius * rng.range(0.9, 1.1);
+    let t0 = rng.range(0.25, 0.75) * f64::from(config.frames);
+    let centre = (rng.range(0.3, 0.7) * w, rng.range(0.3, 0.7) * h);
+    let heading = rng.range(0.0, std::f64::consts::TAU);
+    // Never parallel, never head-on: the paths cross at 35–145 degrees.
+    let other_heading = heading + rng.range(0.6, 2.5) * if rng.chance(0.5) { 1.0 } else { -1.0 };
+    let (speed, other_speed) = (
+        rng.range(1.0, 3.0) * speed_unit,
+        rng.range(1.0, 3.0) * speed_unit,
+    );
+    // How far apart their centres pass, as a share of the radius.
+    let miss = rng.range(0.0, 0.6) * radius;
+    let miss_angle = rng.range(0.0, std::f64::consts::TAU);
+    let other_centre = (
+        centre.0 + miss * miss_angle.cos(),
+        centre.1 + miss * miss_angle.sin(),
+    );
+    let first = straight_path(
+        config,
+        centre,
+        (speed * heading.cos(), speed * heading.sin()),
+        t0,
+        rng.range(-0.03, 0.03),
+        radius,
+    );
+    let second = straight_path(
+        config,
+        other_centre,
+        (
+            other_speed * other_heading.cos(),
+            other_speed * other_heading.sin(),
+        ),
+        t0,
+        rng.range(-0.03, 0.03),
+        other_radius,
+    );
+    let depth = rng.range(0.0, 1.0);
+    add_object(objects, kind, radius, depth, first, rng);
+    add_object(objects, kind, other_radius, depth + 0.5, second, rng);
 }
 
 /// What `write_dataset` made.

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use owltrack_tracker::synth::{categories, write_dataset, Outputs, SynthConfig, VideoWorld};
+use owltrack_tracker::synth::{
+    categories, write_dataset, Challenge, Outputs, SynthConfig, VideoWorld,
+};
 use owltrack_tracker::tao::TaoDataset;
 
 fn small(seed: u64, frames: u32) -> SynthConfig {
@@ -12,6 +14,7 @@ fn small(seed: u64, frames: u32) -> SynthConfig {
         frames,
         fps: 25.0,
         seed,
+        ..SynthConfig::default()
     }
 }
 
@@ -244,6 +247,82 @@ fn the_world_has_what_trackers_must_face() {
     assert!(max > 6.0 * min, "areas {min}..{max}");
 }
 
+/// Per video: tracks with a gap of 4+ frames, and pairs of one category
+/// whose boxes overlap by IoU ≥ 0.3 in some frame.
+fn gaps_and_overlapping_lookalikes(config: &SynthConfig, videos: usize) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = Outputs {
+        video: false,
+        frames: false,
+    };
+    write_dataset(dir.path(), videos, config, outputs, || {}).unwrap();
+    let dataset = TaoDataset::read(&dir.path().join("annotations.json")).unwrap();
+    let frame_of: BTreeMap<u64, u64> = dataset
+        .images
+        .iter()
+        .map(|i| (i.id, i.frame_index))
+        .collect();
+    let mut frames_of_track: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut per_image: BTreeMap<u64, Vec<(u64, u64, [f64; 4])>> = BTreeMap::new();
+    for a in &dataset.annotations {
+        frames_of_track
+            .entry(a.track_id)
+            .or_default()
+            .push(frame_of[&a.image_id]);
+        per_image
+            .entry(a.image_id)
+            .or_default()
+            .push((a.track_id, a.category_id, a.bbox));
+    }
+    let gaps = frames_of_track
+        .values()
+        .filter(|f| f.windows(2).any(|p| p[1] - p[0] >= 4))
+        .count();
+    let iou = |a: [f64; 4], b: [f64; 4]| {
+        let w = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+        let h = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+        let inter = w.max(0.0) * h.max(0.0);
+        inter / (a[2] * a[3] + b[2] * b[3] - inter)
+    };
+    let mut pairs = HashSet::new();
+    for boxes in per_image.values() {
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                if a.1 == b.1 && iou(a.2, b.2) >= 0.3 {
+                    pairs.insert((a.0.min(b.0), a.0.max(b.0)));
+                }
+            }
+        }
+    }
+    (gaps, pairs.len())
+}
+
+#[test]
+fn a_harder_world_has_more_occlusions_and_crossing_lookalikes() {
+    let videos = 6;
+    let usual = small(21, 80);
+    let hard = SynthConfig {
+        challenge: Challenge {
+            occlusions: Some(3),
+            twin_chance: 0.35,
+            crossings: 2,
+        },
+        ..usual
+    };
+    let (usual_gaps, usual_pairs) = gaps_and_overlapping_lookalikes(&usual, videos);
+    let (hard_gaps, hard_pairs) = gaps_and_overlapping_lookalikes(&hard, videos);
+    // Occluders sometimes leave the frame before they cover, and crossing
+    // look-alikes may cross outside it: most events, not all, show.
+    assert!(
+        hard_gaps >= 2 * videos && hard_gaps > 2 * usual_gaps,
+        "gaps: usual {usual_gaps}, hard {hard_gaps}"
+    );
+    assert!(
+        hard_pairs >= videos + usual_pairs,
+        "overlapping look-alikes: usual {usual_pairs}, hard {hard_pairs}"
+    );
+}
+
 #[test]
 fn bad_sizes_are_refused() {
     let config = SynthConfig {
@@ -253,6 +332,14 @@ fn bad_sizes_are_refused() {
     assert!(VideoWorld::new(&config, 0).is_err());
     let config = SynthConfig {
         frames: 0,
+        ..small(1, 5)
+    };
+    assert!(VideoWorld::new(&config, 0).is_err());
+    let config = SynthConfig {
+        challenge: Challenge {
+            twin_chance: 1.5,
+            ..Challenge::default()
+        },
         ..small(1, 5)
     };
     assert!(VideoWorld::new(&config, 0).is_err());
