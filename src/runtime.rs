@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use owltrack_models::video::{Reseed, DEFAULT_RESEED_BELOW};
 use owltrack_models::{DType, Detector, Device};
 use owltrack_tracker::recurrent::SlotTrackerConfig;
 
@@ -123,6 +124,20 @@ pub struct TrackerChoice {
     /// track ends.
     #[arg(long, default_value_t = SlotTrackerConfig::default().keep_alive)]
     pub keep_alive: u32,
+    /// Recurrent tracker: each frame, a slot takes the box and objectness of
+    /// the most object-like patch whose box overlaps its own by at least
+    /// this IoU; 0 turns anchoring off [default: the decoder's setting].
+    #[arg(long, value_name = "IOU")]
+    pub anchor_iou: Option<f32>,
+    /// Recurrent tracker: a slot whose objectness stays under
+    /// --reseed-below for N frames is seeded again on a new object; 0 turns
+    /// reseeding off [default: the decoder's setting].
+    #[arg(long, value_name = "N")]
+    pub reseed_after: Option<u32>,
+    /// Recurrent tracker: the objectness under which a slot counts as idle
+    /// [default: the decoder's setting, else 0.1].
+    #[arg(long, value_name = "P", value_parser = parse_probability::<f32>)]
+    pub reseed_below: Option<f32>,
 }
 
 impl TrackerChoice {
@@ -145,5 +160,50 @@ impl TrackerChoice {
             }
             other => bail!("unknown tracker {other:?}: `detection` or `recurrent`"),
         }
+    }
+
+    /// Applies the anchoring and reseeding flags to the detector's video
+    /// decoder; the decoder's own settings stand for flags not given.
+    pub fn configure_decoder(&self, detector: &mut Detector) -> Result<()> {
+        if self.anchor_iou.is_none() && self.reseed_after.is_none() && self.reseed_below.is_none() {
+            return Ok(());
+        }
+        let Some(decoder) = detector.decoder_mut() else {
+            bail!("--anchor-iou and --reseed-* need a checkpoint with a video decoder");
+        };
+        let current = decoder.config().clone();
+        let anchor_iou = match self.anchor_iou {
+            None => current.anchor_iou,
+            Some(0.0) => None,
+            Some(iou) => Some(iou),
+        };
+        let reseed = match (self.reseed_after, self.reseed_below) {
+            (Some(0), _) => None,
+            (Some(after), below) => Some(Reseed {
+                after,
+                below: below
+                    .or(current.reseed.map(|r| r.below))
+                    .unwrap_or(DEFAULT_RESEED_BELOW),
+            }),
+            (None, Some(below)) => match current.reseed {
+                Some(reseed) => Some(Reseed { below, ..reseed }),
+                None => bail!("--reseed-below needs --reseed-after: this decoder does not reseed"),
+            },
+            (None, None) => current.reseed,
+        };
+        decoder
+            .set_tracking(anchor_iou, reseed)
+            .map_err(|e| anyhow::anyhow!("bad recurrent tracker setting: {e}"))
+    }
+}
+
+/// A command-line probability, in [0, 1].
+pub fn parse_probability<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+{
+    match text.parse::<T>() {
+        Ok(p) if p >= T::from(0) && p <= T::from(1) => Ok(p),
+        _ => Err(format!("{text:?} is not a probability between 0 and 1")),
     }
 }

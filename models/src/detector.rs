@@ -108,6 +108,11 @@ impl Detector {
         self.decoder.as_ref()
     }
 
+    /// The recurrent video decoder, to change its tracking settings.
+    pub fn decoder_mut(&mut self) -> Option<&mut VideoDecoder> {
+        self.decoder.as_mut()
+    }
+
     /// Attaches a video decoder (its image width must be the backbone's).
     pub fn set_decoder(&mut self, decoder: VideoDecoder) -> Result<()> {
         let width = self.model.config().vision.hidden_size;

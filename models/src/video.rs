@@ -63,6 +63,14 @@ pub struct DecoderConfig {
     /// on keeps steering what it reads, however its state evolves. Without
     /// it the class and objectness heads learn on a clip's first frame only.
     pub persistent_queries: bool,
+    /// Tracking setting: each frame, a slot takes the box and objectness of
+    /// the most object-like patch whose predicted box overlaps the slot's by
+    /// at least this IoU (the detector's view of the object under the
+    /// slot); slots overlapping none score the frame's lowest objectness,
+    /// so that reseeding recycles slots that drifted off their objects.
+    /// None: the decoder's own boxes and objectness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor_iou: Option<f32>,
 }
 
 /// The box embedding. `Linear` maps (cx, cy, w, h) linearly: attention
@@ -154,6 +162,10 @@ pub struct Reseed {
     pub after: u32,
 }
 
+/// The objectness under which a reseeding slot counts as idle, where no
+/// setting says otherwise.
+pub const DEFAULT_RESEED_BELOW: f32 = 0.1;
+
 /// A candidate patch overlapping a slot's box more than this is taken to be
 /// that slot's object already.
 const SEED_COVER_IOU: f32 = 0.5;
@@ -182,6 +194,7 @@ impl Default for DecoderConfig {
             reseed: None,
             box_encoding: BoxEncoding::Linear,
             persistent_queries: false,
+            anchor_iou: None,
         }
     }
 }
@@ -207,6 +220,13 @@ impl DecoderConfig {
             {
                 return Err(ModelError::InvalidInput(format!(
                     "reseeding needs seeding from patches, a threshold in [0, 1] and at least one frame: {reseed:?}"
+                )));
+            }
+        }
+        if let Some(min_iou) = self.anchor_iou {
+            if !(min_iou > 0.0 && min_iou <= 1.0) {
+                return Err(ModelError::InvalidInput(format!(
+                    "the anchoring IoU must lie in (0, 1], got {min_iou}"
                 )));
             }
         }
@@ -421,6 +441,68 @@ fn distinct_patches(
         .collect()
 }
 
+/// Slots anchored on the frame's patches (`DecoderConfig::anchor_iou`).
+struct Anchored {
+    box_logits: Tensor,
+    boxes: Tensor,
+    objectness: Tensor,
+}
+
+/// Anchors each slot on the most object-like of the patches whose predicted
+/// box overlaps the slot's by at least `min_iou`: the slot takes that
+/// patch's box and objectness — the detector's view of the object the slot
+/// is on, so the slot cannot drift while the object shows. A slot no patch
+/// box overlaps enough keeps its box and takes the frame's lowest
+/// objectness: it is on nothing the detector sees. None without objectness.
+fn anchor_to_patches(
+    image: &ImageOutputs,
+    slot_boxes: &Tensor,
+    min_iou: f32,
+) -> Result<Option<Anchored>> {
+    let Some((scores, patch_boxes)) = patch_candidates(image)? else {
+        return Ok(None);
+    };
+    let slots = slot_boxes.detach().to_dtype(DType::F32)?.to_vec3::<f32>()?;
+    let queries = slots.first().map_or(0, Vec::len);
+    let (mut boxes, mut objectness) = (Vec::new(), Vec::new());
+    for ((scores, patches), slots) in scores.iter().zip(&patch_boxes).zip(&slots) {
+        let floor = scores.iter().copied().fold(f32::INFINITY, f32::min);
+        let patch_corners: Vec<[f32; 4]> = patches.iter().map(|b| corners(b)).collect();
+        for slot in slots {
+            let slot_corners = corners(slot);
+            let likeliest = patch_corners
+                .iter()
+                .zip(scores)
+                .enumerate()
+                .filter(|(_, (patch, _))| iou(patch, &slot_corners) >= min_iou)
+                .max_by(|a, b| a.1 .1.total_cmp(b.1 .1))
+                .map(|(patch, _)| patch);
+            match likeliest {
+                Some(patch) => {
+                    boxes.extend_from_slice(&patches[patch][..4]);
+                    objectness.push(scores[patch]);
+                }
+                None => {
+                    boxes.extend_from_slice(&slot[..4]);
+                    objectness.push(floor);
+                }
+            }
+        }
+    }
+    let (device, dtype) = (slot_boxes.device(), slot_boxes.dtype());
+    let boxes = Tensor::from_vec(boxes, (slots.len(), queries, 4), device)?;
+    // The box logits the next frame refines: the inverse sigmoid, kept
+    // finite for boxes touching the image's border.
+    let clamped = boxes.clamp(1e-4f32, 1.0 - 1e-4)?;
+    let box_logits = (clamped.log()? - clamped.affine(-1.0, 1.0)?.log()?)?;
+    Ok(Some(Anchored {
+        box_logits: box_logits.to_dtype(dtype)?,
+        boxes: boxes.to_dtype(dtype)?,
+        objectness: Tensor::from_vec(objectness, (slots.len(), queries), device)?
+            .to_dtype(dtype)?,
+    }))
+}
+
 /// The recurrent decoder with its heads.
 pub struct VideoDecoder {
     config: DecoderConfig,
@@ -500,6 +582,19 @@ impl VideoDecoder {
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Changes the settings that steer tracking without touching the
+    /// weights: anchoring on patches and reseeding.
+    pub fn set_tracking(&mut self, anchor_iou: Option<f32>, reseed: Option<Reseed>) -> Result<()> {
+        let config = DecoderConfig {
+            anchor_iou,
+            reseed,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
 
     pub fn dtype(&self) -> DType {
@@ -748,6 +843,14 @@ impl VideoDecoder {
         let logit_shift = self.logit_shift.forward(&xs)?;
         let logit_scale = (self.logit_scale.forward(&xs)?.elu(1.0)? + 1.0)?;
         let objectness = self.objectness.forward(&xs)?.squeeze(D::Minus1)?;
+        let anchored = match self.config.anchor_iou {
+            Some(min_iou) => anchor_to_patches(image, &boxes, min_iou)?,
+            None => None,
+        };
+        let (box_logits, boxes, objectness) = match anchored {
+            Some(anchored) => (anchored.box_logits, anchored.boxes, anchored.objectness),
+            None => (box_logits, boxes, objectness),
+        };
         let idle = match self.config.reseed {
             Some(reseed) => {
                 let scores = candle_nn::ops::sigmoid(&objectness.detach())?
@@ -827,6 +930,92 @@ mod tests {
 
     fn logit(p: f32) -> f32 {
         (p / (1.0 - p)).ln()
+    }
+
+    #[test]
+    fn anchored_slots_take_the_likeliest_overlapping_patch() {
+        let device = Device::Cpu;
+        // Patches 0 and 1 both overlap slot 0's box; patch 1 is the more
+        // object-like. Patch 2 overlaps slot 1 barely; slot 2 is on nothing.
+        let patch_boxes = [
+            [0.30f32, 0.30, 0.20, 0.20],
+            [0.32, 0.31, 0.22, 0.20],
+            [0.70, 0.70, 0.10, 0.10],
+        ];
+        let objectness = [1.0f32, 2.5, 3.0];
+        let image = ImageOutputs {
+            tokens: Tensor::zeros((1, 3, 4), DType::F32, &device).unwrap(),
+            grid: (1, 3),
+            boxes: Tensor::new(&[patch_boxes], &device).unwrap(),
+            class_embeds: Tensor::zeros((1, 3, 4), DType::F32, &device).unwrap(),
+            logit_shift: Tensor::zeros((1, 3, 1), DType::F32, &device).unwrap(),
+            logit_scale: Tensor::ones((1, 3, 1), DType::F32, &device).unwrap(),
+            objectness: Some(Tensor::new(&[objectness], &device).unwrap()),
+        };
+        let slots = [
+            [0.31f32, 0.30, 0.21, 0.20],
+            [0.76, 0.76, 0.10, 0.10],
+            [0.10, 0.80, 0.05, 0.05],
+        ];
+        let anchored = anchor_to_patches(&image, &Tensor::new(&[slots], &device).unwrap(), 0.3)
+            .unwrap()
+            .unwrap();
+        let boxes = anchored.boxes.get(0).unwrap().to_vec2::<f32>().unwrap();
+        let scores = anchored
+            .objectness
+            .get(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(boxes[0], patch_boxes[1].to_vec());
+        assert_eq!(scores[0], 2.5);
+        // Too little overlap, or none: the slot keeps its box and scores the
+        // frame's lowest objectness, so that reseeding can take it.
+        assert_eq!(boxes[1], slots[1].to_vec());
+        assert_eq!(boxes[2], slots[2].to_vec());
+        assert_eq!(&scores[1..], &[1.0, 1.0]);
+        // The next frame refines the anchored box from its logits.
+        let back = candle_nn::ops::sigmoid(&anchored.box_logits)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (got, want) in back.iter().flatten().zip(boxes.iter().flatten()) {
+            assert!((got - want).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn tracking_settings_change_without_the_weights() {
+        let config = DecoderConfig {
+            layers: 1,
+            width: 8,
+            heads: 2,
+            queries: 3,
+            image_width: 4,
+            embed_dim: 4,
+            seed_from_patches: true,
+            ..DecoderConfig::default()
+        };
+        let mut decoder = VideoDecoder::new(
+            config.clone(),
+            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let reseed = Reseed {
+            below: 0.1,
+            after: 8,
+        };
+        decoder.set_tracking(Some(0.3), Some(reseed)).unwrap();
+        assert_eq!(decoder.config().anchor_iou, Some(0.3));
+        assert_eq!(decoder.config().reseed, Some(reseed));
+        assert_eq!(decoder.config().layers, config.layers);
+        for bad in [0.0, -0.2, 1.5, f32::NAN] {
+            assert!(decoder.set_tracking(Some(bad), None).is_err(), "{bad}");
+        }
+        // A failed change leaves the settings as they were.
+        assert_eq!(decoder.config().anchor_iou, Some(0.3));
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn tao_ow(args: TaoOwArgs) -> Result<()> {
         bail!("{} lists no categories to query", gt_path.display());
     }
     let mut detector = args.model.load()?;
+    args.tracker.configure_decoder(&mut detector)?;
     let job = BenchmarkJob {
         gt_path: gt_path.clone(),
         frames_root: args.data.clone(),

@@ -191,6 +191,7 @@ pub fn run(args: TrackArgs) -> Result<()> {
         queries.push(read_image_query(path)?);
     }
     let mut detector = args.model.load()?;
+    args.tracker.configure_decoder(&mut detector)?;
 
     let mut failed = Vec::new();
     for input in &inputs {

@@ -3,13 +3,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use owltrack_models::train::{Losses, TrainOptions};
-use owltrack_models::video::{BoxEncoding, DecoderConfig, Positions, Reseed};
+use owltrack_models::video::{BoxEncoding, DecoderConfig, Positions, Reseed, DEFAULT_RESEED_BELOW};
 use owltrack_models::{Checkpoint, OwlConfig, ARCHITECTURES};
 use owltrack_tracker::pseudo_video::CameraMotion;
 use owltrack_tracker::training::{train_detector, DetectorTraining};
 use owltrack_tracker::video_training::{train_decoder, DecoderTraining, PseudoVideos};
 
 use crate::progress;
+use crate::runtime::parse_probability;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -56,7 +57,7 @@ pub struct DecoderArgs {
     pub pseudo_zoom: f64,
     /// With both --data and --stills: the chance that a clip comes from a
     /// pseudo-video (default: every video and pseudo-video equally likely).
-    #[arg(long, value_parser = parse_probability, requires = "stills")]
+    #[arg(long, value_parser = parse_probability::<f64>, requires = "stills")]
     pub pseudo_share: Option<f64>,
     /// The backbone checkpoint (frozen); default: the built-in model.
     #[arg(long, value_name = "CHECKPOINT")]
@@ -107,8 +108,8 @@ pub struct DecoderArgs {
     #[arg(long)]
     pub persistent_queries: bool,
     /// The objectness under which a slot counts as idle.
-    #[arg(long, default_value_t = 0.1, value_parser = parse_probability)]
-    pub reseed_below: f64,
+    #[arg(long, default_value_t = DEFAULT_RESEED_BELOW, value_parser = parse_probability::<f32>)]
+    pub reseed_below: f32,
     #[command(flatten)]
     pub schedule: ScheduleArgs,
     /// Continue from the decoder and optimiser state already in --out.
@@ -183,11 +184,11 @@ pub struct DetectorArgs {
     /// Chance (0–1) that the grey padding OWLv2 adds to a non-square frame
     /// is filled with a band of another frame at the same scale, so that
     /// every patch sees content.
-    #[arg(long, default_value_t = 0.75, value_parser = parse_probability)]
+    #[arg(long, default_value_t = 0.75, value_parser = parse_probability::<f64>)]
     pub mosaic: f64,
     /// Chance (0–1) that a frame is cropped to a part of itself and
     /// enlarged (scale augmentation: objects up to --max-zoom times larger).
-    #[arg(long, default_value_t = 0.5, value_parser = parse_probability)]
+    #[arg(long, default_value_t = 0.5, value_parser = parse_probability::<f64>)]
     pub zoom: f64,
     /// Largest enlargement of a zoomed frame.
     #[arg(long, default_value_t = 2.5)]
@@ -333,7 +334,7 @@ fn decoder(args: DecoderArgs) -> Result<()> {
             box_encoding: args.box_encoding,
             persistent_queries: args.persistent_queries,
             reseed: args.reseed_after.map(|after| Reseed {
-                below: args.reseed_below as f32,
+                below: args.reseed_below,
                 after,
             }),
             ..DecoderConfig::default()
@@ -401,12 +402,5 @@ fn parse_box_encoding(text: &str) -> Result<BoxEncoding, String> {
         "linear" => Ok(BoxEncoding::Linear),
         "sine" => Ok(BoxEncoding::Sine),
         other => Err(format!("{other:?}: linear or sine")),
-    }
-}
-
-fn parse_probability(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("{text:?} is not a probability between 0 and 1")),
     }
 }

@@ -41,6 +41,13 @@ impl DecoderTrainer {
         options: TrainOptions,
         device: &Device,
     ) -> Result<Self> {
+        if config.anchor_iou.is_some() {
+            // Anchored boxes come from the detector, not the decoder: its box
+            // head would get no gradient from them.
+            return Err(ModelError::InvalidInput(
+                "anchoring on patches is a tracking setting; train the decoder without it".into(),
+            ));
+        }
         let mut weights = VarMap::new();
         let decoder = VideoDecoder::new(
             config,
