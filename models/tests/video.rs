@@ -26,6 +26,7 @@ fn config() -> DecoderConfig {
         reseed: None,
         box_encoding: BoxEncoding::Linear,
         persistent_queries: false,
+        anchor_iou: None,
     }
 }
 
@@ -348,4 +349,17 @@ fn a_resumed_run_takes_the_same_next_step() {
     assert_eq!(resumed.step_count(), 3);
     let got = resumed.step(std::slice::from_ref(&clip), &queries).unwrap();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn training_refuses_anchoring_on_patches() {
+    let anchored = DecoderConfig {
+        anchor_iou: Some(0.3),
+        ..config()
+    };
+    let refused = DecoderTrainer::new(anchored, None, options(10), &Device::Cpu);
+    match refused {
+        Err(e) => assert!(e.to_string().contains("tracking setting"), "{e}"),
+        Ok(_) => panic!("a decoder anchored on patches was trained"),
+    }
 }

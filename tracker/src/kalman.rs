@@ -177,11 +177,11 @@ mod tests {
                 VELOCITY_WEIGHT * h,
             ];
             let mut f = [[0.0; 8]; 8];
-            for i in 0..8 {
-                f[i][i] = 1.0;
-            }
-            for i in 0..4 {
-                f[i][4 + i] = 1.0;
+            for (i, row) in f.iter_mut().enumerate() {
+                row[i] = 1.0;
+                if i < 4 {
+                    row[4 + i] = 1.0;
+                }
             }
             let mut next = [0.0; 8];
             for i in 0..8 {

@@ -231,7 +231,7 @@ mod tests {
             slot_reseeded: true,
             ..seen(0.5, 80.0)
         };
-        let r = t.update(&[reseeded.clone()], true);
+        let r = t.update(std::slice::from_ref(&reseeded), true);
         assert_eq!(r.len(), 1);
         assert_ne!(r[0].id, id);
         assert_eq!(r[0].state, TrackState::Tentative);
