@@ -446,6 +446,23 @@ struct Anchored {
     box_logits: Tensor,
     boxes: Tensor,
     objectness: Tensor,
+    /// (B, K) u32: per slot, the row its class outputs come from among the
+    /// slots' own (0..K) followed by the patches' (K..K+N).
+    sources: Tensor,
+}
+
+impl Anchored {
+    /// Per slot, the anchor patch's row of `patches` (B, N, D), or the
+    /// slot's own row of `slots` (B, K, D) where it has no anchor.
+    fn take(&self, slots: &Tensor, patches: &Tensor) -> Result<Tensor> {
+        let both = Tensor::cat(&[slots, &patches.to_dtype(slots.dtype())?], 1)?;
+        let index = self
+            .sources
+            .unsqueeze(2)?
+            .broadcast_as(slots.shape())?
+            .contiguous()?;
+        Ok(both.gather(&index, 1)?)
+    }
 }
 
 /// Anchors each slot on the most object-like of the patches whose predicted
@@ -464,11 +481,11 @@ fn anchor_to_patches(
     };
     let slots = slot_boxes.detach().to_dtype(DType::F32)?.to_vec3::<f32>()?;
     let queries = slots.first().map_or(0, Vec::len);
-    let (mut boxes, mut objectness) = (Vec::new(), Vec::new());
+    let (mut boxes, mut objectness, mut sources) = (Vec::new(), Vec::new(), Vec::new());
     for ((scores, patches), slots) in scores.iter().zip(&patch_boxes).zip(&slots) {
         let floor = scores.iter().copied().fold(f32::INFINITY, f32::min);
         let patch_corners: Vec<[f32; 4]> = patches.iter().map(|b| corners(b)).collect();
-        for slot in slots {
+        for (k, slot) in slots.iter().enumerate() {
             let slot_corners = corners(slot);
             let likeliest = patch_corners
                 .iter()
@@ -481,10 +498,12 @@ fn anchor_to_patches(
                 Some(patch) => {
                     boxes.extend_from_slice(&patches[patch][..4]);
                     objectness.push(scores[patch]);
+                    sources.push((queries + patch) as u32);
                 }
                 None => {
                     boxes.extend_from_slice(&slot[..4]);
                     objectness.push(floor);
+                    sources.push(k as u32);
                 }
             }
         }
@@ -500,6 +519,7 @@ fn anchor_to_patches(
         boxes: boxes.to_dtype(dtype)?,
         objectness: Tensor::from_vec(objectness, (slots.len(), queries), device)?
             .to_dtype(dtype)?,
+        sources: Tensor::from_vec(sources, (slots.len(), queries), device)?,
     }))
 }
 
@@ -847,9 +867,26 @@ impl VideoDecoder {
             Some(min_iou) => anchor_to_patches(image, &boxes, min_iou)?,
             None => None,
         };
-        let (box_logits, boxes, objectness) = match anchored {
-            Some(anchored) => (anchored.box_logits, anchored.boxes, anchored.objectness),
-            None => (box_logits, boxes, objectness),
+        let (box_logits, boxes, objectness, class_embeds, logit_shift, logit_scale) = match anchored
+        {
+            // The anchor patch's class outputs too: queries score the
+            // slot as the detector scores what is under it.
+            Some(anchored) => (
+                anchored.box_logits.clone(),
+                anchored.boxes.clone(),
+                anchored.objectness.clone(),
+                anchored.take(&class_embeds, &image.class_embeds)?,
+                anchored.take(&logit_shift, &image.logit_shift)?,
+                anchored.take(&logit_scale, &image.logit_scale)?,
+            ),
+            None => (
+                box_logits,
+                boxes,
+                objectness,
+                class_embeds,
+                logit_shift,
+                logit_scale,
+            ),
         };
         let idle = match self.config.reseed {
             Some(reseed) => {
@@ -943,11 +980,20 @@ mod tests {
             [0.70, 0.70, 0.10, 0.10],
         ];
         let objectness = [1.0f32, 2.5, 3.0];
+        // Each patch's class embedding is its index, repeated.
+        let patch_embeds = Tensor::arange(0f32, 3.0, &device)
+            .unwrap()
+            .reshape((1, 3, 1))
+            .unwrap()
+            .broadcast_as((1, 3, 4))
+            .unwrap()
+            .contiguous()
+            .unwrap();
         let image = ImageOutputs {
             tokens: Tensor::zeros((1, 3, 4), DType::F32, &device).unwrap(),
             grid: (1, 3),
             boxes: Tensor::new(&[patch_boxes], &device).unwrap(),
-            class_embeds: Tensor::zeros((1, 3, 4), DType::F32, &device).unwrap(),
+            class_embeds: patch_embeds,
             logit_shift: Tensor::zeros((1, 3, 1), DType::F32, &device).unwrap(),
             logit_scale: Tensor::ones((1, 3, 1), DType::F32, &device).unwrap(),
             objectness: Some(Tensor::new(&[objectness], &device).unwrap()),
@@ -974,6 +1020,19 @@ mod tests {
         assert_eq!(boxes[1], slots[1].to_vec());
         assert_eq!(boxes[2], slots[2].to_vec());
         assert_eq!(&scores[1..], &[1.0, 1.0]);
+        // Queries score an anchored slot by its patch's class outputs; the
+        // others by their own.
+        let own = Tensor::full(-1f32, (1, 3, 4), &device).unwrap();
+        let embeds = anchored.take(&own, &image.class_embeds).unwrap();
+        let first_column: Vec<f32> = embeds
+            .get(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|row| row[0])
+            .collect();
+        assert_eq!(first_column, [1.0, -1.0, -1.0]);
         // The next frame refines the anchored box from its logits.
         let back = candle_nn::ops::sigmoid(&anchored.box_logits)
             .unwrap()
