@@ -14,6 +14,7 @@ mod error;
 mod kernels;
 mod owl;
 pub mod preprocess;
+pub mod rng;
 pub mod tokenizer;
 pub mod train;
 pub mod video;

@@ -5,6 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use owltrack_models::rng::Pcg;
 use owltrack_models::train::{
     Clip, ClipMatcher, DecoderTrainer, Focal, FrameTruth, MatchWeights, TrainOptions,
 };
@@ -30,18 +31,26 @@ fn config() -> DecoderConfig {
     }
 }
 
+/// Standard normal values from the project's seeded generator: the same on
+/// every run, where candle's CPU generator cannot be seeded.
+fn normal(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = Pcg::new(seed, 0);
+    let count = shape.iter().product();
+    let values: Vec<f32> = (0..count).map(|_| rng.normal() as f32).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
 /// A frame's backbone outputs as the decoder reads them: tokens (B, N, D)
 /// with patch boxes and objectness (the class head's outputs are unused).
-fn frame_outputs(tokens: Tensor) -> ImageOutputs {
+fn frame_outputs(tokens: Tensor, seed: u64) -> ImageOutputs {
     let (batch, patches, _) = tokens.dims3().unwrap();
     let device = tokens.device().clone();
-    let random = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &device).unwrap();
     ImageOutputs {
-        boxes: candle_nn::ops::sigmoid(&random(&[batch, patches, 4])).unwrap(),
-        class_embeds: random(&[batch, patches, 16]),
+        boxes: candle_nn::ops::sigmoid(&normal(&[batch, patches, 4], seed)).unwrap(),
+        class_embeds: normal(&[batch, patches, 16], seed + 1),
         logit_shift: Tensor::zeros((batch, patches, 1), DType::F32, &device).unwrap(),
         logit_scale: Tensor::ones((batch, patches, 1), DType::F32, &device).unwrap(),
-        objectness: Some(random(&[batch, patches])),
+        objectness: Some(normal(&[batch, patches], seed + 2)),
         grid: (6, 6),
         tokens,
     }
@@ -56,7 +65,7 @@ fn outputs_have_an_images_shape_and_slots_recur() {
         VarBuilder::from_varmap(&weights, DType::F32, &device),
     )
     .unwrap();
-    let image = frame_outputs(Tensor::randn(0f32, 1.0, (2, 36, 24), &device).unwrap());
+    let image = frame_outputs(normal(&[2, 36, 24], 10), 20);
     let first = decoder.initial_state(&image).unwrap();
     // Seeded from the six most object-like patches: their boxes.
     let objectness = image
@@ -105,7 +114,7 @@ fn outputs_have_an_images_shape_and_slots_recur() {
         .to_scalar::<f32>()
         .unwrap();
     assert_eq!(diff, 0.0);
-    let queries = Tensor::randn(0f32, 1.0, (3, 16), &device).unwrap();
+    let queries = normal(&[3, 16], 30);
     let logits = outputs.class_logits(&queries, None).unwrap();
     assert_eq!(logits.dims(), [2, 6, 3]);
     // Boxes stay in the unit square.
@@ -171,16 +180,16 @@ fn outputs_have_an_images_shape_and_slots_recur() {
     assert!(sum(&next.tokens) > 0.0);
     assert!(second.anchors.is_none());
     // Wrong widths are refused with a reason.
-    let wrong = frame_outputs(Tensor::zeros((2, 36, 25), DType::F32, &device).unwrap());
+    let wrong = frame_outputs(Tensor::zeros((2, 36, 25), DType::F32, &device).unwrap(), 50);
     assert!(decoder.step(&wrong, &second).is_err());
 }
 
 /// Four frames: track 1 moves right, track 2 moves down and is hidden on
 /// frame 2; image tokens are fixed random features per frame.
-fn clip(device: &Device) -> Clip {
+fn clip() -> Clip {
     let frames = 4;
     let tokens: Vec<ImageOutputs> = (0..frames)
-        .map(|_| frame_outputs(Tensor::randn(0f32, 1.0, (1, 36, 24), device).unwrap()))
+        .map(|f: u64| frame_outputs(normal(&[1, 36, 24], 100 + f), 200 + 10 * f))
         .collect();
     let truths: Vec<FrameTruth> = (0..frames)
         .map(|f| {
@@ -251,8 +260,8 @@ fn a_decoder_with_persistent_queries_overfits_with_consistent_slots() {
 /// and returns how many times slots were reseeded there.
 fn overfits_with_consistent_slots(config: DecoderConfig) -> usize {
     let device = Device::Cpu;
-    let clip = clip(&device);
-    let queries = Tensor::randn(0f32, 1.0, (2, 16), &device).unwrap();
+    let clip = clip();
+    let queries = normal(&[2, 16], 40);
     let steps = 300;
     let mut trainer = DecoderTrainer::new(config, None, options(steps), &device).unwrap();
     let first = trainer.step(std::slice::from_ref(&clip), &queries).unwrap();
@@ -326,8 +335,8 @@ fn overfits_with_consistent_slots(config: DecoderConfig) -> usize {
 #[test]
 fn a_resumed_run_takes_the_same_next_step() {
     let device = Device::Cpu;
-    let clip = clip(&device);
-    let queries = Tensor::randn(0f32, 1.0, (2, 16), &device).unwrap();
+    let clip = clip();
+    let queries = normal(&[2, 16], 40);
     let dir = tempfile::tempdir().unwrap();
     let (weights, state) = (
         dir.path().join("decoder.safetensors"),

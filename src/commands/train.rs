@@ -130,6 +130,8 @@ pub struct ScheduleArgs {
     /// Clip the gradients' global norm to this.
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
+    /// Fixes the batches and the from-scratch initialisation: the same
+    /// seed, the same run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write a checkpoint every N steps (and at the end).
@@ -146,6 +148,7 @@ impl ScheduleArgs {
             total_steps: steps,
             weight_decay: self.weight_decay,
             clip_norm: self.clip,
+            seed: self.seed,
             ..TrainOptions::default()
         }
     }

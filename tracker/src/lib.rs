@@ -11,7 +11,7 @@ pub mod kalman;
 pub mod pipeline;
 pub mod pseudo_video;
 pub mod recurrent;
-pub mod rng;
+pub use owltrack_models::rng;
 pub mod synth;
 pub mod tao;
 pub mod tao_ow;

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
+
+use super::seeded::seeded_var_builder;
 
 use super::clip_matching::{ClipMatcher, FrameTruth};
 use super::optim::AdamW;
@@ -51,7 +53,7 @@ impl DecoderTrainer {
         let mut weights = VarMap::new();
         let decoder = VideoDecoder::new(
             config,
-            VarBuilder::from_varmap(&weights, DType::F32, device),
+            seeded_var_builder(&weights, options.seed, DType::F32, device),
         )?;
         if let Some(path) = init {
             load(&mut weights, path)?;

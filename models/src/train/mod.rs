@@ -7,10 +7,12 @@ mod decoder_trainer;
 mod losses;
 mod matching;
 mod optim;
+mod seeded;
 mod trainer;
 
 pub use clip_matching::{ClipMatcher, FrameTruth};
 pub use decoder_trainer::{Clip, DecoderTrainer};
 pub use losses::{box_losses, sigmoid_focal_loss};
 pub use matching::{focal_cost, match_predictions, Focal, MatchWeights};
+pub use seeded::seeded_var_builder;
 pub use trainer::{detection_losses, DetectionLosses, Losses, Sample, TrainOptions, Trainer};

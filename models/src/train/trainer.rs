@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
+
+use super::seeded::seeded_var_builder;
 
 use super::losses::{box_losses, sigmoid_focal_loss};
 use super::matching::{match_predictions, Focal, MatchWeights};
@@ -33,6 +35,8 @@ pub struct TrainOptions {
     /// either, and training sits on that saddle. Spreading the queries
     /// breaks it. 0 turns it off (a pretrained text tower needs none).
     pub query_spread: f64,
+    /// Seeds the weights a from-scratch run starts from.
+    pub seed: u64,
 }
 
 impl Default for TrainOptions {
@@ -46,6 +50,7 @@ impl Default for TrainOptions {
             focal: Focal::default(),
             weights: MatchWeights::default(),
             query_spread: 0.0,
+            seed: 0,
         }
     }
 }
@@ -201,7 +206,7 @@ impl Trainer {
         device: &Device,
     ) -> Result<Self> {
         let weights = VarMap::new();
-        let vb = VarBuilder::from_varmap(&weights, DType::F32, device);
+        let vb = seeded_var_builder(&weights, options.seed, DType::F32, device);
         let model = OwlModel::new(config.clone(), vb)?;
         let mut trainer = Trainer {
             config,
