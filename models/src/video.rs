@@ -969,6 +969,20 @@ mod tests {
         (p / (1.0 - p)).ln()
     }
 
+    /// Three slots seeded from patches, every size tiny.
+    fn tiny_seeded_config() -> DecoderConfig {
+        DecoderConfig {
+            layers: 1,
+            width: 8,
+            heads: 2,
+            queries: 3,
+            image_width: 4,
+            embed_dim: 4,
+            seed_from_patches: true,
+            ..DecoderConfig::default()
+        }
+    }
+
     #[test]
     fn anchored_slots_take_the_likeliest_overlapping_patch() {
         let device = Device::Cpu;
@@ -1047,16 +1061,7 @@ mod tests {
 
     #[test]
     fn tracking_settings_change_without_the_weights() {
-        let config = DecoderConfig {
-            layers: 1,
-            width: 8,
-            heads: 2,
-            queries: 3,
-            image_width: 4,
-            embed_dim: 4,
-            seed_from_patches: true,
-            ..DecoderConfig::default()
-        };
+        let config = tiny_seeded_config();
         let mut decoder = VideoDecoder::new(
             config.clone(),
             VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
@@ -1081,19 +1086,12 @@ mod tests {
     fn idle_slots_take_the_best_patches_no_slot_covers() {
         let device = Device::Cpu;
         let config = DecoderConfig {
-            layers: 1,
-            width: 8,
-            heads: 2,
-            queries: 3,
-            image_width: 4,
-            embed_dim: 4,
-            seed_from_patches: true,
             positions: Positions::PatchBoxes,
             reseed: Some(Reseed {
                 below: 0.2,
                 after: 2,
             }),
-            ..DecoderConfig::default()
+            ..tiny_seeded_config()
         };
         let decoder = VideoDecoder::new(
             config,

@@ -170,18 +170,7 @@ fn the_world_has_what_trackers_must_face() {
     )
     .unwrap();
     let dataset = TaoDataset::read(&dir.path().join("annotations.json")).unwrap();
-    let frame_of: BTreeMap<u64, u64> = dataset
-        .images
-        .iter()
-        .map(|i| (i.id, i.frame_index))
-        .collect();
-    let mut frames_of_track: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for a in &dataset.annotations {
-        frames_of_track
-            .entry(a.track_id)
-            .or_default()
-            .push(frame_of[&a.image_id]);
-    }
+    let (frame_of, frames_of_track) = track_frames(&dataset);
     // Full occlusion: a track that vanishes for several frames and comes back.
     let occluded = frames_of_track
         .values()
@@ -247,6 +236,23 @@ fn the_world_has_what_trackers_must_face() {
     assert!(max > 6.0 * min, "areas {min}..{max}");
 }
 
+/// Each image's frame index, and each track's frame indices in order.
+fn track_frames(dataset: &TaoDataset) -> (BTreeMap<u64, u64>, BTreeMap<u64, Vec<u64>>) {
+    let frame_of: BTreeMap<u64, u64> = dataset
+        .images
+        .iter()
+        .map(|i| (i.id, i.frame_index))
+        .collect();
+    let mut frames_of_track: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for a in &dataset.annotations {
+        frames_of_track
+            .entry(a.track_id)
+            .or_default()
+            .push(frame_of[&a.image_id]);
+    }
+    (frame_of, frames_of_track)
+}
+
 /// Per video: tracks with a gap of 4+ frames, and pairs of one category
 /// whose boxes overlap by IoU ≥ 0.3 in some frame.
 fn gaps_and_overlapping_lookalikes(config: &SynthConfig, videos: usize) -> (usize, usize) {
@@ -257,18 +263,9 @@ fn gaps_and_overlapping_lookalikes(config: &SynthConfig, videos: usize) -> (usiz
     };
     write_dataset(dir.path(), videos, config, outputs, || {}).unwrap();
     let dataset = TaoDataset::read(&dir.path().join("annotations.json")).unwrap();
-    let frame_of: BTreeMap<u64, u64> = dataset
-        .images
-        .iter()
-        .map(|i| (i.id, i.frame_index))
-        .collect();
-    let mut frames_of_track: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let (_, frames_of_track) = track_frames(&dataset);
     let mut per_image: BTreeMap<u64, Vec<(u64, u64, [f64; 4])>> = BTreeMap::new();
     for a in &dataset.annotations {
-        frames_of_track
-            .entry(a.track_id)
-            .or_default()
-            .push(frame_of[&a.image_id]);
         per_image
             .entry(a.image_id)
             .or_default()
