@@ -15,18 +15,10 @@ fn detects_held_out_synthetic_objects() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("held-out");
     let pred = dir.path().join("pred.json");
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--videos",
-        "6",
-        "--frames",
-        "30",
-        "--seed",
-        "90210",
-        "--no-video",
-    ]));
+    synth_frames(
+        &data,
+        &["--videos", "6", "--frames", "30", "--seed", "90210"],
+    );
     ok(owltrack(&[
         "detect",
         "--dataset",

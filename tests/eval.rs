@@ -112,18 +112,10 @@ fn benchmark_runs_a_synthetic_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out");
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--videos",
-        "2",
-        "--frames",
-        "12",
-        "--seed",
-        "6060",
-        "--no-video",
-    ]));
+    synth_frames(
+        &data,
+        &["--videos", "2", "--frames", "12", "--seed", "6060"],
+    );
     let report = json_of(&owltrack(&[
         "benchmark",
         "tao-ow",

@@ -240,24 +240,23 @@ const MIN_RECURRENT_BY_QUERY_OWTA: f64 = 0.25;
 fn the_anchored_recurrent_tracker_follows_a_hard_held_out_video() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--videos",
-        "2",
-        "--frames",
-        "60",
-        "--seed",
-        "5151",
-        "--occlusions",
-        "3",
-        "--twins",
-        "0.6",
-        "--crossings",
-        "2",
-        "--no-video",
-    ]));
+    synth_frames(
+        &data,
+        &[
+            "--videos",
+            "2",
+            "--frames",
+            "60",
+            "--seed",
+            "5151",
+            "--occlusions",
+            "3",
+            "--twins",
+            "0.6",
+            "--crossings",
+            "2",
+        ],
+    );
     let benchmark = |extra: &[&str]| {
         let out = dir.path().join("out");
         let mut args = vec![

@@ -12,18 +12,10 @@ fn synth_train_resume_detect_and_evaluate() {
     let data = dir.path().join("data");
     let model = dir.path().join("model");
     let (data_s, model_s) = (data.to_str().unwrap(), model.to_str().unwrap());
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data_s,
-        "--videos",
-        "1",
-        "--frames",
-        "6",
-        "--size",
-        "160x120",
-        "--no-video",
-    ]));
+    synth_frames(
+        &data,
+        &["--videos", "1", "--frames", "6", "--size", "160x120"],
+    );
 
     let summary: Value = serde_json::from_str(&ok(owltrack(&[
         "train",
@@ -130,16 +122,7 @@ fn fine_tunes_the_builtin_model_stored_in_f16() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("tuned");
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--videos",
-        "1",
-        "--frames",
-        "3",
-        "--no-video",
-    ]));
+    synth_frames(&data, &["--videos", "1", "--frames", "3"]);
     let builtin =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin/owltrack-tiny");
     let summary: Value = serde_json::from_str(&ok(owltrack(&[
@@ -181,16 +164,7 @@ fn trains_a_video_decoder_and_tracks_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let model = dir.path().join("with-decoder");
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--videos",
-        "2",
-        "--frames",
-        "8",
-        "--no-video",
-    ]));
+    synth_frames(&data, &["--videos", "2", "--frames", "8"]);
     let train = |extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -324,18 +298,10 @@ fn trains_a_video_decoder_and_tracks_with_it() {
 fn trains_a_video_decoder_on_pseudo_videos_from_stills() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(owltrack(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--videos",
-        "1",
-        "--frames",
-        "6",
-        "--size",
-        "160x120",
-        "--no-video",
-    ]));
+    synth_frames(
+        &data,
+        &["--videos", "1", "--frames", "6", "--size", "160x120"],
+    );
     // The same frames as a plain COCO dataset of stills (no videos, tracks or
     // frame indices), with one category renamed so that the vocabulary must
     // merge the two datasets' categories by name.

@@ -44,3 +44,16 @@ pub fn error_of(output: &Output) -> String {
     );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Renders a synthetic dataset as frame folders (no MP4s) into `out`:
+/// `owltrack synth --out OUT --no-video EXTRA…`, which must succeed.
+pub fn synth_frames(out: &std::path::Path, extra: &[&str]) {
+    let mut args = vec![
+        "synth",
+        "--out",
+        out.to_str().expect("temporary paths are UTF-8"),
+        "--no-video",
+    ];
+    args.extend_from_slice(extra);
+    ok(owltrack(&args));
+}
