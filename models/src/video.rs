@@ -871,14 +871,19 @@ impl VideoDecoder {
         {
             // The anchor patch's class outputs too: queries score the
             // slot as the detector scores what is under it.
-            Some(anchored) => (
-                anchored.box_logits.clone(),
-                anchored.boxes.clone(),
-                anchored.objectness.clone(),
-                anchored.take(&class_embeds, &image.class_embeds)?,
-                anchored.take(&logit_shift, &image.logit_shift)?,
-                anchored.take(&logit_scale, &image.logit_scale)?,
-            ),
+            Some(anchored) => {
+                let class_embeds = anchored.take(&class_embeds, &image.class_embeds)?;
+                let logit_shift = anchored.take(&logit_shift, &image.logit_shift)?;
+                let logit_scale = anchored.take(&logit_scale, &image.logit_scale)?;
+                (
+                    anchored.box_logits,
+                    anchored.boxes,
+                    anchored.objectness,
+                    class_embeds,
+                    logit_shift,
+                    logit_scale,
+                )
+            }
             None => (
                 box_logits,
                 boxes,
