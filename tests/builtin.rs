@@ -37,6 +37,8 @@ fn detects_held_out_synthetic_objects() {
         data.join("annotations.json").to_str().unwrap(),
         "--pred",
         pred.to_str().unwrap(),
+        "--every",
+        "5",
         "--json",
     ]));
     let ap50 = report["ap50"].as_f64().unwrap();

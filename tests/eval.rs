@@ -164,3 +164,87 @@ fn benchmark_runs_a_synthetic_dataset() {
     assert!(stderr.contains("1 of 2 videos failed"), "{stderr}");
     assert!(String::from_utf8_lossy(&run.stdout).contains("OWTA"));
 }
+
+/// `detect --dataset --every N` writes detections for every N-th frame only;
+/// `eval-detection --every N` scores those frames, and says so when a
+/// sample is scored against every frame.
+#[test]
+fn eval_detection_scores_the_frames_a_sampled_run_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<Value> = (0..10)
+        .map(|i| {
+            serde_json::json!({"id": i + 1, "video_id": 1, "frame_index": i,
+                "file_name": format!("frames/v/{i:06}.jpg"), "width": 64, "height": 64})
+        })
+        .collect();
+    let annotations: Vec<Value> = (0..10)
+        .map(|i| {
+            serde_json::json!({"id": i + 1, "image_id": i + 1, "video_id": 1, "track_id": 1,
+                "category_id": 1, "bbox": [4.0 + i as f64, 8.0, 20.0, 16.0]})
+        })
+        .collect();
+    let gt = dir.path().join("gt.json");
+    std::fs::write(
+        &gt,
+        serde_json::json!({"videos": [{"id": 1, "name": "v", "width": 64, "height": 64}],
+            "images": images, "annotations": annotations, "tracks": [],
+            "categories": [{"id": 1, "name": "red circle"}]})
+        .to_string(),
+    )
+    .unwrap();
+    // Exact boxes on frames 0 and 5, as a run with --every 5 would give.
+    let pred = dir.path().join("pred.json");
+    let sampled: Vec<&Value> = annotations
+        .iter()
+        .filter(|a| (a["image_id"].as_u64().unwrap() - 1) % 5 == 0)
+        .collect();
+    let results: Vec<Value> = sampled
+        .iter()
+        .map(|a| {
+            serde_json::json!({"image_id": a["image_id"], "category_id": 1,
+                "bbox": a["bbox"], "score": 0.9})
+        })
+        .collect();
+    std::fs::write(&pred, serde_json::to_string(&results).unwrap()).unwrap();
+    let (gt_s, pred_s) = (gt.to_str().unwrap(), pred.to_str().unwrap());
+
+    let sampled_report = json_of(&owltrack(&[
+        "eval-detection",
+        "--gt",
+        gt_s,
+        "--pred",
+        pred_s,
+        "--every",
+        "5",
+        "--json",
+    ]));
+    assert_eq!(sampled_report["ap50"].as_f64(), Some(1.0));
+    assert_eq!(
+        sampled_report["categories"][0]["ground_truth"].as_u64(),
+        Some(2)
+    );
+
+    let everything = owltrack(&["eval-detection", "--gt", gt_s, "--pred", pred_s, "--json"]);
+    let report = json_of(&everything);
+    let capped = report["ap50"].as_f64().unwrap();
+    assert!(capped < 0.3, "two of ten frames found: AP50 {capped}");
+    let warning = String::from_utf8_lossy(&everything.stderr);
+    assert!(
+        warning.contains("cover 2 of the 10 frames") && warning.contains("--every"),
+        "{warning}"
+    );
+
+    let message = error_of(&owltrack(&[
+        "eval-detection",
+        "--gt",
+        gt_s,
+        "--pred",
+        pred_s,
+        "--every",
+        "3",
+    ]));
+    assert!(
+        message.contains("image 6") && message.contains("--every 3"),
+        "{message}"
+    );
+}

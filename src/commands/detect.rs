@@ -199,7 +199,7 @@ fn run_dataset(args: &DetectArgs, dir: &Path) -> Result<()> {
     let images: Vec<_> = dataset
         .images
         .iter()
-        .filter(|i| i.frame_index % args.every.max(1) == 0)
+        .filter(|i| i.is_sampled(args.every))
         .collect();
     let bar = progress::bar(Some(images.len() as u64), "images");
     let mut results = Vec::new();
