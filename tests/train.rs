@@ -202,14 +202,13 @@ fn trains_a_video_decoder_and_tracks_with_it() {
         assert!(model.join(file).is_file(), "{file} missing");
     }
     assert_eq!(
-        std::fs::read_dir(model.join("token-cache"))
-            .unwrap()
-            .count(),
+        cached_token_files(&model).len(),
         2,
         "one token file per video"
     );
-    // Resuming continues the same run.
+    // Resuming continues the same run, on the same cached tokens.
     ok(train(&["--steps", "3", "--resume"]));
+    assert_eq!(cached_token_files(&model).len(), 2);
     let log = std::fs::read_to_string(model.join("losses.csv")).unwrap();
     let steps: Vec<&str> = log
         .lines()
@@ -379,22 +378,20 @@ fn trains_a_video_decoder_on_pseudo_videos_from_stills() {
     assert_eq!(summary["frames"], 30);
     let first = summary["first"]["total"].as_f64().unwrap();
     assert!(first.is_finite() && first > 0.0, "{summary}");
-    let cached: Vec<String> = std::fs::read_dir(out.join("token-cache"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let cached = cached_token_files(&out);
     assert_eq!(cached.len(), 6, "{cached:?}");
-    assert!(cached.iter().all(|name| name.starts_with("still-")));
+    assert!(cached.iter().all(|file| file
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("still-")));
     // The camera moves: a pseudo-video's frames are not one image repeated.
-    let tokens = candle_core::safetensors::load(
-        out.join("token-cache").join(&cached[0]),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
-    .remove("tokens")
-    .unwrap()
-    .to_dtype(candle_core::DType::F32)
-    .unwrap();
+    let tokens = candle_core::safetensors::load(&cached[0], &candle_core::Device::Cpu)
+        .unwrap()
+        .remove("tokens")
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
     assert_eq!(tokens.dim(0).unwrap(), 5);
     let change = |a: usize, b: usize| {
         (tokens.get(a).unwrap() - tokens.get(b).unwrap())
@@ -437,4 +434,20 @@ fn trains_a_video_decoder_on_pseudo_videos_from_stills() {
     let (none, _) = train("none", &[]);
     assert!(!none.status.success());
     assert!(error_of(&none).contains("--data"), "{}", error_of(&none));
+}
+
+/// The token files of a decoder training run: they lie in one folder of
+/// `OUT/token-cache` named by the backbone's and the data's fingerprint.
+fn cached_token_files(out: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let folders: Vec<_> = std::fs::read_dir(out.join("token-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1, "one fingerprint folder: {folders:?}");
+    let mut files: Vec<_> = std::fs::read_dir(&folders[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
 }

@@ -33,6 +33,14 @@ const HUB_FILES: [&str; 2] = ["config.json", "vocab.json"];
 const HUB_OPTIONAL_FILES: [&str; 2] = ["merges.txt", "tokenizer.json"];
 
 impl Checkpoint {
+    /// The files the weights are read from.
+    pub fn weight_files(&self) -> Vec<&Path> {
+        match &self.weights {
+            Weights::Safetensors(files) => files.iter().map(PathBuf::as_path).collect(),
+            Weights::Pickle(file) => vec![file.as_path()],
+        }
+    }
+
     /// `spec` is a folder, or a hub id such as `google/owlv2-base-patch16`.
     pub fn locate(spec: &str) -> Result<Self> {
         let path = Path::new(spec);

@@ -24,7 +24,7 @@ pub enum TrainCommand {
     /// annotated still images by a smooth random zoom and pan (--stills), or
     /// both: clips of consecutive frames, clip-consistent matching, losses
     /// summed over the clip. The backbone's image tokens are cached in
-    /// OUT/token-cache. Writes a checkpoint (the
+    /// OUT/token-cache (per backbone and dataset). Writes a checkpoint (the
     /// backbone's files plus video_decoder.safetensors and
     /// video_decoder.json), losses.csv and losses.png; `--resume` continues
     /// exactly.

@@ -1,8 +1,10 @@
 //! `owltrack train decoder`: the recurrent video decoder trained over a
 //! frozen OWL backbone on a TAO-format video dataset, on pseudo-videos made
 //! from annotated still images, or both. The backbone's image tokens of every
-//! frame are computed once and cached on disk (one file per video), so steps
-//! cost only the decoder; clips are runs of consecutive annotated frames.
+//! frame are computed once and cached on disk (one file per video, in a
+//! folder named by a fingerprint of the backbone and the annotations, so a
+//! changed backbone or dataset never reads stale tokens), so steps cost only
+//! the decoder; clips are runs of consecutive annotated frames.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -231,6 +233,29 @@ fn pseudo_videos(
     Ok(videos)
 }
 
+/// A 64-bit FNV-1a hash of the files' bytes, in hex: names what the cached
+/// tokens were computed from.
+fn fingerprint(files: &[PathBuf]) -> Result<String> {
+    use std::io::Read;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buffer = vec![0u8; 1 << 16];
+    for path in files {
+        let mut file = std::fs::File::open(path).map_err(|e| TrackerError::io(path, e))?;
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(|e| TrackerError::io(path, e))?;
+            if read == 0 {
+                break;
+            }
+            for &byte in &buffer[..read] {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    Ok(format!("{hash:016x}"))
+}
+
 /// The cached tokens (F, N, D) of `video`, computing and writing them first
 /// if needed.
 fn cached_tokens(detector: &Detector, video: &VideoFrames, cache: &Path) -> Result<Tensor> {
@@ -346,8 +371,12 @@ pub fn train_decoder(
         .filter(|_| !pseudo.is_empty() && !real.is_empty());
     let queries: Vec<Query> = vocabulary.iter().cloned().map(Query::Text).collect();
     let queries = detector.embed_queries(&queries)?;
-    std::fs::create_dir_all(job.out.join(CACHE_DIR)).map_err(|e| TrackerError::io(&job.out, e))?;
-    let cache = job.out.join(CACHE_DIR);
+    let mut inputs: Vec<PathBuf> = vec![job.backbone.join("config.json")];
+    inputs.extend(backbone.weight_files().into_iter().map(Path::to_path_buf));
+    inputs.extend(job.data.iter().map(|d| d.join("annotations.json")));
+    inputs.extend(job.stills.iter().map(|s| s.data.join("annotations.json")));
+    let cache = job.out.join(CACHE_DIR).join(fingerprint(&inputs)?);
+    std::fs::create_dir_all(&cache).map_err(|e| TrackerError::io(&cache, e))?;
     let mut tokens = Vec::with_capacity(usable.len());
     for (i, video) in usable.iter().enumerate() {
         tokens.push(cached_tokens(&detector, video, &cache)?);
@@ -461,5 +490,22 @@ mod tests {
             v1,
             [120.0 / 640.0, 60.0 / 360.0, 40.0 / 640.0, 20.0 / 360.0]
         );
+    }
+
+    #[test]
+    fn the_token_cache_is_named_by_what_the_tokens_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let (weights, annotations) = (dir.path().join("w"), dir.path().join("a"));
+        std::fs::write(&weights, vec![7u8; 200_000]).unwrap();
+        std::fs::write(&annotations, b"{}").unwrap();
+        let files = [weights.clone(), annotations.clone()];
+        let first = fingerprint(&files).unwrap();
+        assert_eq!(first.len(), 16);
+        assert_eq!(fingerprint(&files).unwrap(), first);
+        let mut changed = vec![7u8; 200_000];
+        changed[150_000] = 8;
+        std::fs::write(&weights, changed).unwrap();
+        assert_ne!(fingerprint(&files).unwrap(), first);
+        assert!(fingerprint(&[dir.path().join("missing")]).is_err());
     }
 }
