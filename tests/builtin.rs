@@ -6,9 +6,10 @@ mod common;
 
 use common::*;
 
-/// Mean AP50 measured on these held-out videos with the committed model:
-/// 0.079 (README, "The built-in model"); the guard sits below it.
-const MIN_AP50: f64 = 0.06;
+/// Mean AP50 measured on these held-out videos with the committed model,
+/// scored on the frames detect read: 0.448 (README, "The built-in model");
+/// the guard sits below it.
+const MIN_AP50: f64 = 0.4;
 
 #[test]
 fn detects_held_out_synthetic_objects() {

@@ -41,6 +41,11 @@ pub struct TaoOwArgs {
     /// by objectness (TAO-OW scores objects whatever their class).
     #[arg(long)]
     pub by_query: bool,
+    /// With --by-query and --tracker detection: added to the matching cost
+    /// when a detection answers another query than its track's label (as
+    /// in `owltrack track`); 0.8 or more keeps queries apart.
+    #[arg(long, default_value_t = TrackerConfig::default().label_mismatch_cost)]
+    pub label_mismatch_cost: f64,
     /// Predictions kept per image for the evaluation (TrackEval's default).
     #[arg(long, default_value_t = 300)]
     pub max_dets: usize,
@@ -104,6 +109,7 @@ fn tao_ow(args: TaoOwArgs) -> Result<()> {
             queries,
             tracker: TrackerConfig {
                 class_agnostic: !args.by_query,
+                label_mismatch_cost: args.label_mismatch_cost,
                 ..TrackerConfig::default()
             },
             stride: 1,
@@ -117,6 +123,10 @@ fn tao_ow(args: TaoOwArgs) -> Result<()> {
         out: args.out.clone(),
         max_dets: args.max_dets,
     };
+    job.track
+        .tracker
+        .validate()
+        .map_err(|e| anyhow::anyhow!("bad tracker setting: {e}"))?;
     let total: u64 = gt.videos.len() as u64;
     let bar = progress::bar(Some(total), "videos");
     let mut current = String::new();

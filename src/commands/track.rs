@@ -68,6 +68,13 @@ pub struct TrackArgs {
     /// Pairs overlapping less than this IoU are never matched.
     #[arg(long, default_value_t = TrackerConfig::default().min_iou)]
     pub min_iou: f64,
+    /// Added to the matching cost when a detection answers another query
+    /// than its track's label, so that a detector hesitating between close
+    /// queries does not break tracks; 0.8 or more keeps queries apart. A
+    /// track's label is the query its detections named with the most total
+    /// score.
+    #[arg(long, default_value_t = TrackerConfig::default().label_mismatch_cost)]
+    pub label_mismatch_cost: f64,
     /// Detections of one query (of any query with --class-agnostic)
     /// overlapping a better one by more than this IoU are dropped.
     #[arg(long, default_value_t = 0.5)]
@@ -171,6 +178,7 @@ pub fn run(args: TrackArgs) -> Result<()> {
         max_lost: args.max_lost,
         appearance_weight: args.appearance_weight,
         min_iou: args.min_iou,
+        label_mismatch_cost: args.label_mismatch_cost,
         class_agnostic: args.class_agnostic,
         ..TrackerConfig::default()
     };

@@ -69,7 +69,17 @@ pub struct TrackerConfig {
     /// Match detections to tracks of any label (class-agnostic tracking);
     /// otherwise labels must agree.
     pub class_agnostic: bool,
+    /// Added to the cost when a detection answers another query than the
+    /// track's label (tracking by query). Detectors that hesitate between
+    /// close queries ("red circle", "red square") flip an object's best
+    /// query from frame to frame; a finite cost lets its track go on while
+    /// a detection of the track's own query still wins a close call. At or
+    /// above `max_cost`, queries never mix.
+    pub label_mismatch_cost: f64,
 }
+
+/// The default `label_mismatch_cost`.
+pub const LABEL_MISMATCH_COST: f64 = 0.2;
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -85,6 +95,7 @@ impl Default for TrackerConfig {
             confirm_hits: 2,
             max_lost: 30,
             class_agnostic: false,
+            label_mismatch_cost: LABEL_MISMATCH_COST,
         }
     }
 }
@@ -110,6 +121,9 @@ impl TrackerConfig {
         if !(self.max_cost > 0.0 && self.max_cost_low > 0.0) {
             return Err("the cost limits must be positive".into());
         }
+        if self.label_mismatch_cost.is_nan() || self.label_mismatch_cost < 0.0 {
+            return Err("the label mismatch cost must be zero or more".into());
+        }
         if self.confirm_hits == 0 {
             return Err("confirm_hits must be at least 1".into());
         }
@@ -133,6 +147,9 @@ struct Track {
     id: u64,
     filter: BoxFilter,
     label: Option<usize>,
+    /// Total score of the track's detections per query: the label is the
+    /// query with the most.
+    label_votes: Vec<(usize, f64)>,
     score: f64,
     corners: [f64; 4],
     appearance: Vec<f32>,
@@ -142,13 +159,22 @@ struct Track {
 }
 
 impl Track {
+    fn vote(&mut self, detection: &Detection) {
+        let Some(label) = detection.label else {
+            return;
+        };
+        match self.label_votes.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, total)) => *total += detection.score,
+            None => self.label_votes.push((label, detection.score)),
+        }
+        self.label = leading_label(&self.label_votes);
+    }
+
     fn absorb(&mut self, detection: &Detection, momentum: f64) {
         self.filter.update(detection.corners);
         self.corners = detection.corners;
         self.score = detection.score;
-        if detection.label.is_some() {
-            self.label = detection.label;
-        }
+        self.vote(detection);
         if self.appearance.len() == detection.embedding.len() && !self.appearance.is_empty() {
             let m = momentum as f32;
             for (a, d) in self.appearance.iter_mut().zip(&detection.embedding) {
@@ -210,13 +236,15 @@ impl DetectionTracker {
     /// Cost of continuing `track` with `detection`, or None when they must
     /// not be matched.
     fn cost(&self, track: &Track, detection: &Detection, appearance: bool) -> Option<f64> {
-        if !self.config.class_agnostic
+        let mismatch = if !self.config.class_agnostic
             && track.label.is_some()
             && detection.label.is_some()
             && track.label != detection.label
         {
-            return None;
-        }
+            self.config.label_mismatch_cost
+        } else {
+            0.0
+        };
         let overlap = iou(track.filter.corners(), detection.corners);
         if overlap < self.config.min_iou {
             return None;
@@ -231,7 +259,7 @@ impl DetectionTracker {
             Some(s) if weight > 0.0 => (1.0 - weight) * (1.0 - overlap) + weight * (1.0 - s) / 2.0,
             _ => 1.0 - overlap,
         };
-        Some(cost)
+        Some(cost + mismatch)
     }
 
     /// Hungarian assignment of `tracks` (indices into self.tracks) to
@@ -363,6 +391,11 @@ impl DetectionTracker {
                 id: self.next_id,
                 filter: BoxFilter::new(detection.corners),
                 label: detection.label,
+                label_votes: detection
+                    .label
+                    .map(|l| (l, detection.score))
+                    .into_iter()
+                    .collect(),
                 score: detection.score,
                 corners: detection.corners,
                 appearance: detection.embedding.clone(),
@@ -405,17 +438,33 @@ impl DetectionTracker {
     /// ids under the new index; tracks of removed queries end. Unlabelled
     /// tracks (class-agnostic) stay.
     pub fn relabel(&mut self, map: impl Fn(usize) -> Option<usize>) {
-        self.tracks.retain_mut(|track| match track.label {
-            None => true,
-            Some(old) => match map(old) {
-                Some(new) => {
-                    track.label = Some(new);
-                    true
-                }
-                None => false,
-            },
+        self.tracks.retain_mut(|track| {
+            if track.label.is_some_and(|old| map(old).is_none()) {
+                return false;
+            }
+            track.label_votes = track
+                .label_votes
+                .iter()
+                .filter_map(|&(old, total)| map(old).map(|new| (new, total)))
+                .collect();
+            track.label = leading_label(&track.label_votes);
+            true
         });
     }
+}
+
+/// The query with the highest total score (the earliest named on a tie).
+fn leading_label(votes: &[(usize, f64)]) -> Option<usize> {
+    votes
+        .iter()
+        .fold(
+            None,
+            |best: Option<(usize, f64)>, &(label, total)| match best {
+                Some((_, top)) if top >= total => best,
+                _ => Some((label, total)),
+            },
+        )
+        .map(|(label, _)| label)
 }
 
 #[cfg(test)]
@@ -579,8 +628,39 @@ mod tests {
     }
 
     #[test]
-    fn labels_must_agree_unless_class_agnostic() {
+    fn a_label_flip_continues_the_track_and_the_label_goes_by_votes() {
         let mut t = tracker();
+        t.update(&[det(0.0, 0.0, 0.9, 0, [1.0, 0.0])], false);
+        // The detector names the same object by another query for a frame.
+        let r = t.update(&[det(1.0, 0.0, 0.6, 1, [1.0, 0.0])], true);
+        assert_eq!(ids(&r), vec![1], "the flip continues track 1");
+        assert_eq!(r[0].label, Some(0), "0.9 for query 0 against 0.6 for 1");
+        // Query 1 keeps being named: its total overtakes.
+        let r = t.update(&[det(2.0, 0.0, 0.6, 1, [1.0, 0.0])], true);
+        assert_eq!((ids(&r), r[0].label), (vec![1], Some(1)));
+
+        // Between a detection of the track's own query and an equally placed
+        // one of another query, the track takes its own.
+        let mut t = tracker();
+        t.update(&[det(0.0, 0.0, 0.9, 0, [1.0, 0.0])], false);
+        let r = t.update(
+            &[
+                det(1.0, 0.0, 0.9, 1, [1.0, 0.0]),
+                det(1.0, 0.0, 0.9, 0, [1.0, 0.0]),
+            ],
+            true,
+        );
+        let continued = r.iter().find(|r| r.id == 1).expect("track 1 goes on");
+        assert_eq!(continued.label, Some(0));
+    }
+
+    #[test]
+    fn labels_never_mix_at_a_mismatch_cost_above_the_limit() {
+        let mut t = DetectionTracker::new(TrackerConfig {
+            label_mismatch_cost: 1.0,
+            ..TrackerConfig::default()
+        })
+        .unwrap();
         t.update(&[det(0.0, 0.0, 0.9, 0, [1.0, 0.0])], false);
         let r = t.update(&[det(1.0, 0.0, 0.9, 1, [1.0, 0.0])], true);
         assert!(
@@ -589,17 +669,13 @@ mod tests {
         );
         let mut agnostic = DetectionTracker::new(TrackerConfig {
             class_agnostic: true,
+            label_mismatch_cost: 1.0,
             ..TrackerConfig::default()
         })
         .unwrap();
         agnostic.update(&[det(0.0, 0.0, 0.9, 0, [1.0, 0.0])], false);
         let r = agnostic.update(&[det(1.0, 0.0, 0.9, 1, [1.0, 0.0])], false);
-        assert_eq!(ids(&r), vec![1]);
-        assert_eq!(
-            r[0].label,
-            Some(1),
-            "the label follows the latest detection"
-        );
+        assert_eq!(ids(&r), vec![1], "class-agnostic tracking ignores labels");
     }
 
     #[test]
@@ -678,6 +754,14 @@ mod tests {
             },
             TrackerConfig {
                 min_iou: 1.5,
+                ..TrackerConfig::default()
+            },
+            TrackerConfig {
+                label_mismatch_cost: -0.1,
+                ..TrackerConfig::default()
+            },
+            TrackerConfig {
+                label_mismatch_cost: f64::NAN,
                 ..TrackerConfig::default()
             },
         ] {
