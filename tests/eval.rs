@@ -206,25 +206,26 @@ fn eval_detection_scores_the_frames_a_sampled_run_read() {
         })
         .collect();
     std::fs::write(&pred, serde_json::to_string(&results).unwrap()).unwrap();
-    let (gt_s, pred_s) = (gt.to_str().unwrap(), pred.to_str().unwrap());
+    let eval_detection = |extra: &[&str]| {
+        let mut args = vec![
+            "eval-detection",
+            "--gt",
+            gt.to_str().unwrap(),
+            "--pred",
+            pred.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        owltrack(&args)
+    };
 
-    let sampled_report = json_of(&owltrack(&[
-        "eval-detection",
-        "--gt",
-        gt_s,
-        "--pred",
-        pred_s,
-        "--every",
-        "5",
-        "--json",
-    ]));
+    let sampled_report = json_of(&eval_detection(&["--every", "5", "--json"]));
     assert_eq!(sampled_report["ap50"].as_f64(), Some(1.0));
     assert_eq!(
         sampled_report["categories"][0]["ground_truth"].as_u64(),
         Some(2)
     );
 
-    let everything = owltrack(&["eval-detection", "--gt", gt_s, "--pred", pred_s, "--json"]);
+    let everything = eval_detection(&["--json"]);
     let report = json_of(&everything);
     let capped = report["ap50"].as_f64().unwrap();
     assert!(capped < 0.3, "two of ten frames found: AP50 {capped}");
@@ -234,15 +235,7 @@ fn eval_detection_scores_the_frames_a_sampled_run_read() {
         "{warning}"
     );
 
-    let message = error_of(&owltrack(&[
-        "eval-detection",
-        "--gt",
-        gt_s,
-        "--pred",
-        pred_s,
-        "--every",
-        "3",
-    ]));
+    let message = error_of(&eval_detection(&["--every", "3"]));
     assert!(
         message.contains("image 6") && message.contains("--every 3"),
         "{message}"
