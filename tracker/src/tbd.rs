@@ -1,7 +1,8 @@
 //! Tracking by detection over per-frame OWL detections, in the manner of
 //! ByteTrack: Kalman-predicted boxes, association by Hungarian assignment on
 //! a cost that mixes IoU, appearance (cosine similarity of OWL class
-//! embeddings against a per-track moving average) and the query label, and
+//! embeddings against a per-track moving average) and the query label (a
+//! mismatch costs extra; a track's label goes by its detections' votes), and
 //! ByteTrack's two stages — confident detections first, then the low-score
 //! ones against tracks still unmatched.
 //!
@@ -66,8 +67,8 @@ pub struct TrackerConfig {
     pub confirm_hits: u32,
     /// Frames a track may stay lost before it is removed.
     pub max_lost: u32,
-    /// Match detections to tracks of any label (class-agnostic tracking);
-    /// otherwise labels must agree.
+    /// Match detections to tracks of any label at no cost (class-agnostic
+    /// tracking); otherwise a mismatch costs `label_mismatch_cost`.
     pub class_agnostic: bool,
     /// Added to the cost when a detection answers another query than the
     /// track's label (tracking by query). Detectors that hesitate between
