@@ -844,7 +844,23 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the WebDriver session first, which makes chromedriver quit
+    /// Chromium: killing chromedriver alone leaves the browser running,
+    /// orphaned, after every test run. Blocking and plain HTTP, since a drop
+    /// cannot await (and also runs when a test panics).
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let address = self.base.trim_start_matches("http://").to_owned();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
