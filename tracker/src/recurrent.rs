@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tbd::{Detection, TrackReport, TrackState};
+use crate::tbd::{Detection, LabelVotes, TrackReport, TrackState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -51,6 +51,7 @@ struct Slot {
     hits: u32,
     missed: u32,
     label: Option<usize>,
+    label_votes: LabelVotes,
     corners: [f64; 4],
     score: f64,
 }
@@ -91,7 +92,8 @@ impl SlotTracker {
                     self.next_id += 1;
                     slot.hits = 1;
                     slot.missed = 0;
-                    slot.label = seen.label;
+                    slot.label_votes = LabelVotes::of(seen);
+                    slot.label = slot.label_votes.leader();
                     slot.corners = seen.corners;
                     slot.score = seen.score;
                 }
@@ -99,10 +101,11 @@ impl SlotTracker {
                 Some(_) if seen.score >= self.config.keep_score => {
                     slot.hits += 1;
                     slot.missed = 0;
-                    // The label follows the slot's current best query, so a
-                    // change of queries re-scores slots without resetting
-                    // them.
-                    slot.label = seen.label.or(slot.label);
+                    // The label goes by the queries the slot answered over
+                    // its track, so a change of queries re-scores slots
+                    // without resetting them.
+                    slot.label_votes.add(seen);
+                    slot.label = slot.label_votes.leader();
                     slot.corners = seen.corners;
                     slot.score = seen.score;
                 }
@@ -140,11 +143,12 @@ impl SlotTracker {
     }
 
     /// Queries changed: labels move to the queries' new indices; a slot
-    /// whose query was removed keeps its track, unlabelled until it scores
-    /// a query again.
+    /// whose queries were all removed keeps its track, unlabelled until it
+    /// scores a query again.
     pub fn relabel(&mut self, new_index: impl Fn(usize) -> Option<usize>) {
         for slot in &mut self.slots {
-            slot.label = slot.label.and_then(&new_index);
+            slot.label_votes.relabel(&new_index);
+            slot.label = slot.label_votes.leader();
         }
     }
 
@@ -257,6 +261,32 @@ mod tests {
         };
         let r = t.update(&[unlabelled], true);
         assert_eq!((r[0].id, r[0].label), (id, Some(2)));
+    }
+
+    #[test]
+    fn a_slot_is_labelled_by_the_queries_it_answered_over_its_track() {
+        let mut t = tracker();
+        let answering = |label, score| Detection {
+            label: Some(label),
+            ..seen(score, 0.0)
+        };
+        let id = t.update(&[answering(0, 0.6)], true)[0].id;
+        // One frame scored best by another query does not relabel the track.
+        let r = t.update(&[answering(1, 0.4)], true);
+        assert_eq!((r[0].id, r[0].label), (id, Some(0)));
+        // Query 1 keeps winning: its total (0.8) overtakes query 0's (0.6).
+        let r = t.update(&[answering(1, 0.4)], true);
+        assert_eq!((r[0].id, r[0].label), (id, Some(1)));
+        // Query 1 removed: the track keeps its id under what remains.
+        t.relabel(|old| (old == 0).then_some(0));
+        let r = t.update(
+            &[Detection {
+                label: None,
+                ..seen(0.5, 0.0)
+            }],
+            true,
+        );
+        assert_eq!((r[0].id, r[0].label), (id, Some(0)));
     }
 
     #[test]

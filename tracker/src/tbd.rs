@@ -148,9 +148,7 @@ struct Track {
     id: u64,
     filter: BoxFilter,
     label: Option<usize>,
-    /// Total score of the track's detections per query: the label is the
-    /// query with the most.
-    label_votes: Vec<(usize, f64)>,
+    label_votes: LabelVotes,
     score: f64,
     corners: [f64; 4],
     appearance: Vec<f32>,
@@ -159,23 +157,61 @@ struct Track {
     lost_for: u32,
 }
 
-impl Track {
-    fn vote(&mut self, detection: &Detection) {
+/// A track's label: the query its detections named with the most total
+/// score, so that a detector hesitating between close queries does not make
+/// the label flicker.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LabelVotes(Vec<(usize, f64)>);
+
+impl LabelVotes {
+    pub(crate) fn of(detection: &Detection) -> Self {
+        let mut votes = LabelVotes::default();
+        votes.add(detection);
+        votes
+    }
+
+    pub(crate) fn add(&mut self, detection: &Detection) {
         let Some(label) = detection.label else {
             return;
         };
-        match self.label_votes.iter_mut().find(|(l, _)| *l == label) {
+        match self.0.iter_mut().find(|(l, _)| *l == label) {
             Some((_, total)) => *total += detection.score,
-            None => self.label_votes.push((label, detection.score)),
+            None => self.0.push((label, detection.score)),
         }
-        self.label = leading_label(&self.label_votes);
     }
 
+    /// The query with the highest total (the earliest named on a tie).
+    pub(crate) fn leader(&self) -> Option<usize> {
+        self.0
+            .iter()
+            .fold(
+                None,
+                |best: Option<(usize, f64)>, &(label, total)| match best {
+                    Some((_, top)) if top >= total => best,
+                    _ => Some((label, total)),
+                },
+            )
+            .map(|(label, _)| label)
+    }
+
+    /// Queries changed: votes move to the queries' new indices; those of
+    /// removed queries are dropped.
+    pub(crate) fn relabel(&mut self, new_index: impl Fn(usize) -> Option<usize>) {
+        self.0 = self
+            .0
+            .iter()
+            .filter_map(|&(old, total)| new_index(old).map(|new| (new, total)))
+            .collect();
+    }
+}
+
+impl Track {
     fn absorb(&mut self, detection: &Detection, momentum: f64) {
         self.filter.update(detection.corners);
         self.corners = detection.corners;
         self.score = detection.score;
-        self.vote(detection);
+        self.label_votes.add(detection);
+        self.label = self.label_votes.leader();
         if self.appearance.len() == detection.embedding.len() && !self.appearance.is_empty() {
             let m = momentum as f32;
             for (a, d) in self.appearance.iter_mut().zip(&detection.embedding) {
@@ -392,11 +428,7 @@ impl DetectionTracker {
                 id: self.next_id,
                 filter: BoxFilter::new(detection.corners),
                 label: detection.label,
-                label_votes: detection
-                    .label
-                    .map(|l| (l, detection.score))
-                    .into_iter()
-                    .collect(),
+                label_votes: LabelVotes::of(detection),
                 score: detection.score,
                 corners: detection.corners,
                 appearance: detection.embedding.clone(),
@@ -443,29 +475,11 @@ impl DetectionTracker {
             if track.label.is_some_and(|old| map(old).is_none()) {
                 return false;
             }
-            track.label_votes = track
-                .label_votes
-                .iter()
-                .filter_map(|&(old, total)| map(old).map(|new| (new, total)))
-                .collect();
-            track.label = leading_label(&track.label_votes);
+            track.label_votes.relabel(&map);
+            track.label = track.label_votes.leader();
             true
         });
     }
-}
-
-/// The query with the highest total score (the earliest named on a tie).
-fn leading_label(votes: &[(usize, f64)]) -> Option<usize> {
-    votes
-        .iter()
-        .fold(
-            None,
-            |best: Option<(usize, f64)>, &(label, total)| match best {
-                Some((_, top)) if top >= total => best,
-                _ => Some((label, total)),
-            },
-        )
-        .map(|(label, _)| label)
 }
 
 #[cfg(test)]
