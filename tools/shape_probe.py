@@ -10,7 +10,7 @@ is far weaker (one matched patch per object, a focal loss over text
 queries), so this bounds from above what its training can do in as many
 steps.
 
-    python tools/shape_probe.py TRAIN_DIR HELD_OUT_DIR --net vit|vit-sincos|cnn
+    python tools/shape_probe.py TRAIN_DIR HELD_OUT_DIR --net vit|vit-sincos|vit-gabor|cnn
         [--image-size 384] [--patch-size 16] [--steps 1500]
 
 TRAIN_DIR and HELD_OUT_DIR are `owltrack synth` outputs (frame folders).
@@ -18,6 +18,7 @@ Needs torch, numpy and pillow; nothing in the build or CI runs it.
 """
 import argparse
 import json
+import math
 import random
 import time
 
@@ -84,6 +85,25 @@ def sincos(grid, width):
     return torch.cat([ox.sin(), ox.cos(), oy.sin(), oy.cos()], 1)
 
 
+def gabor_bank(width, patch):
+    """Patch-embedding filters that start as oriented edge detectors (8
+    orientations x 3 frequencies x the 4 quadrants of the patch, on
+    luminance), the locality a convolution has from the start."""
+    filters = torch.zeros(width, 3, patch, patch)
+    ys, xs = torch.meshgrid(torch.arange(patch).float(), torch.arange(patch).float(), indexing="ij")
+    for k in range(width):
+        angle = (k % 8) * math.pi / 8
+        frequency = (1 + (k // 8) % 3) / patch
+        cy, cx = [(patch / 4, patch / 4), (patch / 4, 3 * patch / 4),
+                  (3 * patch / 4, patch / 4), (3 * patch / 4, 3 * patch / 4)][(k // 24) % 4]
+        along = (xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)
+        envelope = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (patch / 4) ** 2))
+        kernel = envelope * torch.cos(2 * math.pi * frequency * along)
+        kernel = kernel - kernel.mean()
+        filters[k] = kernel / kernel.norm() / 3 ** 0.5
+    return filters
+
+
 class Block(nn.Module):
     def __init__(self, width, heads):
         super().__init__()
@@ -99,10 +119,14 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, grid, patch, sincos_positions, width=96, layers=4, heads=4):
+    def __init__(self, grid, patch, sincos_positions, gabor=False, width=96, layers=4, heads=4):
         super().__init__()
         self.grid = grid
         self.embed = nn.Conv2d(3, width, patch, patch, bias=False)
+        if gabor:
+            with torch.no_grad():
+                bank = gabor_bank(width, patch)
+                self.embed.weight.copy_(bank * self.embed.weight.norm() / bank.norm())
         self.cls = nn.Parameter(torch.randn(width) * 0.02)
         self.positions = nn.Parameter(torch.randn(grid * grid + 1, width) * 0.02)
         if sincos_positions:
@@ -141,7 +165,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("train")
     parser.add_argument("held_out")
-    parser.add_argument("--net", choices=["vit", "vit-sincos", "cnn"], default="vit")
+    parser.add_argument("--net", choices=["vit", "vit-sincos", "vit-gabor", "cnn"], default="vit")
     parser.add_argument("--image-size", type=int, default=384)
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1500)
@@ -155,7 +179,7 @@ def main():
     test_frames, test_boxes = load(args.held_out, 240, 1, args.image_size)
     train_labels, _ = patch_labels(train_boxes, grid, patch)
     _, test_centres = patch_labels(test_boxes, grid, patch)
-    net = CNN() if args.net == "cnn" else ViT(grid, patch, args.net == "vit-sincos")
+    net = CNN() if args.net == "cnn" else ViT(grid, patch, args.net == "vit-sincos", args.net == "vit-gabor")
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 1e-3, total_steps=args.steps, pct_start=0.1)
     weights = torch.tensor([1.0] * SHAPES + [0.1])
