@@ -116,15 +116,7 @@ fn benchmark_runs_a_synthetic_dataset() {
         &data,
         &["--videos", "2", "--frames", "12", "--seed", "6060"],
     );
-    let report = json_of(&owltrack(&[
-        "benchmark",
-        "tao-ow",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]));
+    let report = json_of(&benchmark_tao_ow(&data, &out, &["--json"]));
     assert_eq!(report["frames"], 24);
     let all = &report["evaluations"][0];
     assert_eq!(all["subset"], "all");
@@ -152,14 +144,7 @@ fn benchmark_runs_a_synthetic_dataset() {
         .unwrap()
         .path();
     std::fs::remove_dir_all(&first).unwrap();
-    let run = owltrack(&[
-        "benchmark",
-        "tao-ow",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = benchmark_tao_ow(&data, &out, &[]);
     let stderr = error_of(&run);
     assert!(stderr.contains("1 of 2 videos failed"), "{stderr}");
     assert!(String::from_utf8_lossy(&run.stdout).contains("OWTA"));

@@ -258,18 +258,9 @@ fn the_anchored_recurrent_tracker_follows_a_hard_held_out_video() {
         ],
     );
     let benchmark = |extra: &[&str]| {
-        let out = dir.path().join("out");
-        let mut args = vec![
-            "benchmark",
-            "tao-ow",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ];
+        let mut args = vec!["--json"];
         args.extend_from_slice(extra);
-        let report = json_of(&owltrack(&args));
+        let report = json_of(&benchmark_tao_ow(&data, &dir.path().join("out"), &args));
         let mean = |metric: &str| {
             let values = report["evaluations"][0]["combined"][metric]
                 .as_array()
@@ -321,16 +312,11 @@ fn the_anchored_recurrent_tracker_follows_a_hard_held_out_video() {
     );
 
     // A bad setting is refused with the reason.
-    let refused = owltrack(&[
-        "benchmark",
-        "tao-ow",
-        "--data",
-        data.to_str().unwrap(),
-        "--tracker",
-        "recurrent",
-        "--anchor-iou",
-        "1.5",
-    ]);
+    let refused = benchmark_tao_ow(
+        &data,
+        &dir.path().join("out"),
+        &["--tracker", "recurrent", "--anchor-iou", "1.5"],
+    );
     assert!(
         error_of(&refused).contains("anchoring IoU"),
         "{}",

@@ -967,6 +967,16 @@ impl VideoDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first clip's boxes, from their logits.
+    fn first_boxes(box_logits: &Tensor) -> Vec<Vec<f32>> {
+        candle_nn::ops::sigmoid(box_logits)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    }
     use candle_core::Device;
     use candle_nn::VarMap;
 
@@ -1053,12 +1063,7 @@ mod tests {
             .collect();
         assert_eq!(first_column, [1.0, -1.0, -1.0]);
         // The next frame refines the anchored box from its logits.
-        let back = candle_nn::ops::sigmoid(&anchored.box_logits)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let back = first_boxes(&anchored.box_logits);
         for (got, want) in back.iter().flatten().zip(boxes.iter().flatten()) {
             assert!((got - want).abs() < 1e-5);
         }
@@ -1153,12 +1158,7 @@ mod tests {
                 &[vec![None, Some(1), Some(3)]],
             )
             .unwrap();
-        let boxes = candle_nn::ops::sigmoid(&seeded.box_logits)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let boxes = first_boxes(&seeded.box_logits);
         for (got, want) in boxes.iter().zip([a, b, c]) {
             for (g, w) in got.iter().zip(want) {
                 assert!((g - w).abs() < 1e-4, "{boxes:?}");

@@ -57,3 +57,18 @@ pub fn synth_frames(out: &std::path::Path, extra: &[&str]) {
     args.extend_from_slice(extra);
     ok(owltrack(&args));
 }
+
+/// Runs `owltrack benchmark tao-ow --data DATA --out OUT EXTRA…` (whatever
+/// the outcome; callers check it).
+pub fn benchmark_tao_ow(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "benchmark",
+        "tao-ow",
+        "--data",
+        data.to_str().expect("temporary paths are UTF-8"),
+        "--out",
+        out.to_str().expect("temporary paths are UTF-8"),
+    ];
+    args.extend_from_slice(extra);
+    owltrack(&args)
+}
