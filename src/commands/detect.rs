@@ -37,12 +37,13 @@ pub struct DetectArgs {
     /// box's best query (for per-category evaluation such as AP).
     #[arg(long)]
     pub all_queries: bool,
-    /// Detect in every frame of a TAO-format dataset (a folder with
-    /// annotations.json), querying its categories, and write COCO-style
-    /// detection results (for `owltrack eval-detection`) to --output.
+    /// Detect in every image of a COCO or TAO-format dataset (a folder with
+    /// annotations.json and the images it names), querying its categories,
+    /// and write COCO detection results (for `owltrack eval-detection`) to
+    /// --output. Unreadable images are named and skipped.
     #[arg(long, value_name = "DIR", conflicts_with = "input")]
     pub dataset: Option<PathBuf>,
-    /// With --dataset: use every N-th frame.
+    /// With --dataset: use every N-th frame of each video (by frame_index).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub every: u64,
     /// Where --dataset results go (default: standard output).
@@ -182,11 +183,12 @@ fn post_process(args: &DetectArgs) -> Result<PostProcess> {
 }
 
 fn run_dataset(args: &DetectArgs, dir: &Path) -> Result<()> {
-    use owltrack_tracker::coco::DetectionResult;
-    use owltrack_tracker::tao::TaoDataset;
+    use owltrack_tracker::coco::{DetectionGroundTruth, DetectionResult};
 
     let post = post_process(args)?;
-    let dataset = TaoDataset::read(&dir.join("annotations.json"))?;
+    let annotations = dir.join("annotations.json");
+    let mut dataset = DetectionGroundTruth::read(&annotations)?;
+    dataset.keep_sampled(args.every, &annotations)?;
     let mut detector = args.model.load()?;
     let queries: Vec<Query> = dataset
         .categories
@@ -196,15 +198,23 @@ fn run_dataset(args: &DetectArgs, dir: &Path) -> Result<()> {
     let embeddings = detector
         .embed_queries(&queries)
         .context("cannot embed the categories")?;
-    let images: Vec<_> = dataset
-        .images
-        .iter()
-        .filter(|i| i.is_sampled(args.every))
-        .collect();
+    let images = &dataset.images;
     let bar = progress::bar(Some(images.len() as u64), "images");
     let mut results = Vec::new();
+    let mut unreadable = 0usize;
     for image in images {
-        let (rgb, width, height) = read_image(&dir.join(&image.file_name))?;
+        let path = dir.join(&image.file_name);
+        // One bad frame should not cost a long run: it is named, counted
+        // and skipped (its objects then count as missed).
+        let (rgb, width, height) = match read_image(&path) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!("skipping image {}: {error:#}", image.id);
+                unreadable += 1;
+                bar.inc(1);
+                continue;
+            }
+        };
         let result = detector.detect(&rgb, width, height, &embeddings, &post)?;
         for d in result.detections {
             let [x0, y0, x1, y1] = d.bbox.map(f64::from);
@@ -218,6 +228,18 @@ fn run_dataset(args: &DetectArgs, dir: &Path) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if unreadable == images.len() && unreadable > 0 {
+        bail!(
+            "none of the {unreadable} images of {} could be read",
+            dir.display()
+        );
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            "{unreadable} of {} images could not be read and have no detections",
+            images.len()
+        );
+    }
     let text = serde_json::to_string(&results)?;
     match &args.output {
         Some(path) => std::fs::write(path, text)

@@ -3,12 +3,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use owltrack_tracker::coco::{evaluate, read_results, DetectionResult};
-use owltrack_tracker::tao::TaoDataset;
+use owltrack_tracker::coco::{evaluate, read_results, DetectionGroundTruth, DetectionResult};
 
 #[derive(Args)]
 pub struct EvalDetectionArgs {
-    /// Ground truth: a TAO/COCO-style annotations.json.
+    /// Ground truth: a COCO detection annotations.json (a TAO dataset's
+    /// works too).
     #[arg(long)]
     pub gt: PathBuf,
     /// Detections: a COCO results list (`detect --dataset` writes one).
@@ -27,7 +27,7 @@ pub struct EvalDetectionArgs {
 /// Detections on only a fraction of the frames that hold objects usually
 /// mean a sampled run scored against every frame: say so, since the score
 /// is then capped far below what the detector does.
-fn warn_if_sampled(dataset: &TaoDataset, results: &[DetectionResult], listed: usize) {
+fn warn_if_sampled(dataset: &DetectionGroundTruth, results: &[DetectionResult], listed: usize) {
     let covered: HashSet<u64> = results.iter().map(|r| r.image_id).collect();
     let with_objects: HashSet<u64> = dataset.annotations.iter().map(|a| a.image_id).collect();
     let hit = with_objects.intersection(&covered).count();
@@ -41,12 +41,12 @@ fn warn_if_sampled(dataset: &TaoDataset, results: &[DetectionResult], listed: us
 }
 
 pub fn run(args: EvalDetectionArgs) -> Result<()> {
-    let mut dataset =
-        TaoDataset::read(&args.gt).with_context(|| format!("cannot read {}", args.gt.display()))?;
+    let mut dataset = DetectionGroundTruth::read(&args.gt)
+        .with_context(|| format!("cannot read {}", args.gt.display()))?;
     let results =
         read_results(&args.pred).with_context(|| format!("cannot read {}", args.pred.display()))?;
     let listed: HashSet<u64> = dataset.images.iter().map(|i| i.id).collect();
-    dataset.keep_sampled(args.every);
+    dataset.keep_sampled(args.every, &args.gt)?;
     let sampled: HashSet<u64> = dataset.images.iter().map(|i| i.id).collect();
     if let Some(stray) = results.iter().find(|r| !sampled.contains(&r.image_id)) {
         let why = if listed.contains(&stray.image_id) {
@@ -64,6 +64,17 @@ pub fn run(args: EvalDetectionArgs) -> Result<()> {
         );
     }
     warn_if_sampled(&dataset, &results, listed.len());
+    let known: HashSet<u64> = dataset.categories.iter().map(|c| c.id).collect();
+    let unknown = results
+        .iter()
+        .filter(|r| !known.contains(&r.category_id))
+        .count();
+    if unknown > 0 {
+        tracing::warn!(
+            "{unknown} detections name categories the ground truth does not list; \
+             they are left out, as COCO does"
+        );
+    }
     let report = evaluate(&dataset, &results);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -79,9 +90,31 @@ pub fn run(args: EvalDetectionArgs) -> Result<()> {
             c.name, c.ground_truth, c.ap, c.ap50
         );
     }
+    let shown = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     println!(
-        "{:<28} {:>8} {:>8.3} {:>8.3}",
-        "mean", "", report.ap, report.ap50
+        "{:<28} {:>8} {:>8} {:>8}",
+        "mean",
+        "",
+        shown(report.ap),
+        shown(report.ap50)
     );
+    println!();
+    let names = [
+        "AP @[IoU 0.50:0.95]",
+        "AP @[IoU 0.50]",
+        "AP @[IoU 0.75]",
+        "AP small (< 32²)",
+        "AP medium",
+        "AP large (> 96²)",
+        "AR @[1 per image]",
+        "AR @[10 per image]",
+        "AR @[100 per image]",
+        "AR small",
+        "AR medium",
+        "AR large",
+    ];
+    for (name, value) in names.iter().zip(report.stats()) {
+        println!("{name:<28} {:>8}", shown(value));
+    }
     Ok(())
 }

@@ -8,11 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use crate::coco::DetectionGroundTruth;
 use crate::error::{Result, TrackerError};
 use crate::rng::Pcg;
-use crate::tao::Category;
 use crate::training::visible_part;
 
 /// The part of a still one frame shows: `[x, y, w, h]` in the still's
@@ -171,32 +169,6 @@ pub struct Still {
     pub boxes: Vec<StillBox>,
 }
 
-/// The fields of a COCO detection dataset a still needs (a TAO dataset is
-/// one too: its frames then serve as stills).
-#[derive(Debug, Deserialize)]
-struct StillDataset {
-    images: Vec<StillImage>,
-    #[serde(default)]
-    annotations: Vec<StillAnnotation>,
-    categories: Vec<Category>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StillImage {
-    id: u64,
-    file_name: String,
-    width: u32,
-    height: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct StillAnnotation {
-    id: u64,
-    image_id: u64,
-    category_id: u64,
-    bbox: [f64; 4],
-}
-
 /// The annotated stills of the COCO-format dataset in `data`
 /// (`annotations.json` and the images it names), at most `limit` of them
 /// spread evenly over the dataset; category names are looked up in (and
@@ -207,18 +179,15 @@ pub fn load_stills(
     vocabulary: &mut Vec<String>,
 ) -> Result<Vec<Still>> {
     let path = data.join("annotations.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrackerError::io(&path, e))?;
-    let dataset: StillDataset = serde_json::from_str(&text).map_err(|e| TrackerError::Format {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let dataset = DetectionGroundTruth::read(&path)?;
     let label_of: BTreeMap<u64, usize> = dataset
         .categories
         .iter()
         .map(|c| (c.id, vocabulary_label(vocabulary, &c.name)))
         .collect();
     let mut boxes: BTreeMap<u64, Vec<StillBox>> = BTreeMap::new();
-    for a in &dataset.annotations {
+    // A crowd region is many objects under one box: no single track.
+    for a in dataset.annotations.iter().filter(|a| !a.iscrowd) {
         let Some(&label) = label_of.get(&a.category_id) else {
             continue;
         };
@@ -230,12 +199,15 @@ pub fn load_stills(
             });
         }
     }
-    let mut missing = 0usize;
+    let (mut missing, mut without_size) = (0usize, 0usize);
     let stills: Vec<Still> = dataset
         .images
         .iter()
-        .filter(|image| image.width > 1 && image.height > 1)
         .filter_map(|image| {
+            let (Some(width @ 2..), Some(height @ 2..)) = (image.width, image.height) else {
+                without_size += 1;
+                return None;
+            };
             let file = data.join(&image.file_name);
             if !file.is_file() {
                 missing += 1;
@@ -244,14 +216,17 @@ pub fn load_stills(
             Some(Still {
                 id: image.id,
                 file,
-                width: image.width,
-                height: image.height,
+                width,
+                height,
                 boxes: boxes.remove(&image.id).unwrap_or_default(),
             })
         })
         .collect();
     if missing > 0 {
         tracing::warn!(missing, data = %data.display(), "stills named by the annotations but not on disk were skipped");
+    }
+    if without_size > 0 {
+        tracing::warn!(without_size, data = %data.display(), "stills without a width and height of at least 2 were skipped");
     }
     if stills.is_empty() {
         return Err(TrackerError::Format {
