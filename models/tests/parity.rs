@@ -138,6 +138,36 @@ fn outputs_match_transformers_in_f32() {
     }
 }
 
+/// Checkpoints of other shapes (tests/fixtures/make_shapes.py): patch sizes,
+/// input sizes, depths, head widths, activations and eps that the main
+/// fixtures do not have.
+#[test]
+fn checkpoints_of_other_shapes_match_transformers() {
+    let shapes = fixtures().join("shapes");
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shapes.join("shapes.json")).unwrap())
+            .unwrap();
+    let listed = listed.as_array().unwrap();
+    assert!(listed.len() >= 4, "too few shapes");
+    for shape in listed {
+        let name = shape["name"].as_str().unwrap();
+        let model = load(&shapes.join(name), DType::F32);
+        let want = if shape["v2"].as_bool().unwrap() {
+            OwlVersion::V2
+        } else {
+            OwlVersion::V1
+        };
+        assert_eq!(model.config().version, want, "{name}");
+        let refs = candle_core::safetensors::load(
+            shapes.join(format!("{name}-reference.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let diffs = check_outputs(&model, &refs, 1e-4);
+        eprintln!("{name}: {diffs:?}");
+    }
+}
+
 #[test]
 fn outputs_match_transformers_in_bf16_within_its_precision() {
     for case in CASES {
