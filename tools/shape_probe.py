@@ -10,8 +10,8 @@ is far weaker (one matched patch per object, a focal loss over text
 queries), so this bounds from above what its training can do in as many
 steps.
 
-    python tools/shape_probe.py TRAIN_DIR HELD_OUT_DIR --net vit|vit-sincos|vit-gabor|cnn
-        [--image-size 384] [--patch-size 16] [--steps 1500]
+    python tools/shape_probe.py TRAIN_DIR HELD_OUT_DIR --net vit|vit-sincos|vit-gabor|vit-local|cnn
+        [--image-size 384] [--patch-size 16] [--steps 1500] [--sharpness 3]
 
 TRAIN_DIR and HELD_OUT_DIR are `owltrack synth` outputs (frame folders).
 Needs torch, numpy and pillow; nothing in the build or CI runs it.
@@ -104,6 +104,59 @@ def gabor_bank(width, patch):
     return filters
 
 
+def local_features(grid, frequencies):
+    """2-D Fourier features of each patch position: their dot product is a
+    kernel peaked at zero offset, and shifting a position by (dx, dy) is a
+    rotation of each (cos, sin) pair."""
+    positions = torch.arange(grid, dtype=torch.float32)
+    yy, xx = torch.meshgrid(positions, positions, indexing="ij")
+    x, y = xx.flatten()[:, None], yy.flatten()[:, None]
+    w = torch.tensor(frequencies)[None]
+    return torch.cat([(w * x).cos(), (w * x).sin(), (w * y).cos(), (w * y).sin()], 1)
+
+
+def shift_rotation(frequencies, dx, dy):
+    """The linear map taking the features of (x, y) to those of (x + dx, y + dy)."""
+    k = len(frequencies)
+    rotation = torch.zeros(4 * k, 4 * k)
+    for axis, delta in ((0, dx), (1, dy)):
+        for i, w in enumerate(frequencies):
+            c, s = math.cos(w * delta), math.sin(w * delta)
+            cos_at, sin_at = 2 * k * axis + i, 2 * k * axis + k + i
+            # cos(w(x+d)) = cos(wx)c - sin(wx)s ; sin(w(x+d)) = sin(wx)c + cos(wx)s
+            rotation[cos_at, cos_at], rotation[cos_at, sin_at] = c, -s
+            rotation[sin_at, sin_at], rotation[sin_at, cos_at] = c, s
+    return rotation
+
+
+def make_local(vit, grid, width, heads, sharpness):
+    """Starts every attention head as a look at one neighbouring patch (a
+    convolution's taps, as ConViT's locality init, with the plain ViT's
+    parameters): positions take the first 4k channels as Fourier features,
+    the patch embedding leaves those channels empty, and each head's query
+    is its key rotated by the head's offset."""
+    head = width // heads
+    k = head // 4
+    # Periods from 3 to 48 patches: a sharp peak without aliasing on the grid.
+    frequencies = [2 * math.pi / (3 * 16 ** (i / (k - 1))) for i in range(k)]
+    features = local_features(grid, frequencies)
+    offsets = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)]
+    with torch.no_grad():
+        vit.positions[1:, : 4 * k] = features
+        vit.positions[1:, 4 * k :] *= 0.1
+        vit.positions[0, : 4 * k] = 0
+        vit.embed.weight[: 4 * k] = 0
+        for block in vit.blocks:
+            w = block.attention.in_proj_weight
+            for h in range(heads):
+                dx, dy = offsets[h % len(offsets)]
+                rows = slice(h * head, h * head + 4 * k)
+                w[rows] = 0
+                w[width + h * head : width + (h + 1) * head] = 0
+                w[rows, : 4 * k] = sharpness * shift_rotation(frequencies, dx, dy).T
+                w[width + h * head : width + h * head + 4 * k, : 4 * k] = sharpness * torch.eye(4 * k)
+
+
 class Block(nn.Module):
     def __init__(self, width, heads):
         super().__init__()
@@ -165,7 +218,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("train")
     parser.add_argument("held_out")
-    parser.add_argument("--net", choices=["vit", "vit-sincos", "vit-gabor", "cnn"], default="vit")
+    parser.add_argument("--net", choices=["vit", "vit-sincos", "vit-gabor", "vit-local", "cnn"], default="vit")
+    parser.add_argument("--sharpness", type=float, default=3.0)
     parser.add_argument("--image-size", type=int, default=384)
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1500)
@@ -180,6 +234,8 @@ def main():
     train_labels, _ = patch_labels(train_boxes, grid, patch)
     _, test_centres = patch_labels(test_boxes, grid, patch)
     net = CNN() if args.net == "cnn" else ViT(grid, patch, args.net == "vit-sincos", args.net == "vit-gabor")
+    if args.net == "vit-local":
+        make_local(net, grid, 96, 4, args.sharpness)
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 1e-3, total_steps=args.steps, pct_start=0.1)
     weights = torch.tensor([1.0] * SHAPES + [0.1])
