@@ -224,13 +224,17 @@ def main():
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--held-out-every", type=int, default=1,
+        help="score every N-th frame of each held-out video: with as many frames, more scenes",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     random.seed(0)
     patch = 16 if args.net == "cnn" else args.patch_size
     grid = args.image_size // patch
     train_frames, train_boxes = load(args.train, 1600, 5, args.image_size)
-    test_frames, test_boxes = load(args.held_out, 240, 1, args.image_size)
+    test_frames, test_boxes = load(args.held_out, 240, args.held_out_every, args.image_size)
     train_labels, _ = patch_labels(train_boxes, grid, patch)
     _, test_centres = patch_labels(test_boxes, grid, patch)
     net = CNN() if args.net == "cnn" else ViT(grid, patch, args.net == "vit-sincos", args.net == "vit-gabor")

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrackerError};
+use crate::error::{read_json, Result, TrackerError};
 use crate::tao::Category;
 
 /// One detection, as COCO's results format lists it.
@@ -94,11 +94,7 @@ impl GroundTruthBox {
 
 impl DetectionGroundTruth {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrackerError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| TrackerError::Format {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+        read_json(path, "a COCO detection dataset")
     }
 
     /// Keeps only the frames a run reading every `every`-th frame of each
@@ -528,12 +524,7 @@ pub fn evaluate(truth: &DetectionGroundTruth, results: &[DetectionResult]) -> De
 }
 
 pub fn read_results(path: &Path) -> Result<Vec<DetectionResult>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrackerError::io(path, e))?;
-    let results: Vec<DetectionResult> =
-        serde_json::from_str(&text).map_err(|e| TrackerError::Format {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+    let results: Vec<DetectionResult> = read_json(path, "a COCO results list")?;
     if let Some(bad) = results.iter().find(|r| {
         !r.score.is_finite()
             || r.bbox.iter().any(|v| !v.is_finite())

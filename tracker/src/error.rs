@@ -30,4 +30,16 @@ impl TrackerError {
     }
 }
 
+/// Reads and parses a JSON file; a parse error says `what` was expected.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrackerError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrackerError::Format {
+        path: path.to_owned(),
+        reason: format!("not {what}: {e}"),
+    })
+}
+
 pub type Result<T, E = TrackerError> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrackerError};
+use crate::error::{read_json, Result, TrackerError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaoDataset {
@@ -82,11 +82,7 @@ pub struct Category {
 
 impl TaoDataset {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrackerError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| TrackerError::Format {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+        read_json(path, "a TAO dataset")
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {

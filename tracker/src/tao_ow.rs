@@ -24,7 +24,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrackerError};
+use crate::error::{read_json, Result, TrackerError};
 use crate::tao::TaoDataset;
 
 /// TrackEval's `np.finfo('float').eps`, used in its comparisons.
@@ -168,11 +168,7 @@ pub struct Prediction {
 
 /// Reads a TAO results file (a JSON list of predictions).
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrackerError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| TrackerError::Format {
-        path: path.to_owned(),
-        reason: format!("not a TAO results list: {e}"),
-    })
+    read_json(path, "a TAO results list")
 }
 
 /// The HOTA family at every α, and the counts they come from.
