@@ -227,13 +227,13 @@ fn coco_iou(detection: &[f64; 4], truth: &[f64; 4], crowd: bool) -> f64 {
 struct ImageEvaluation {
     /// Scores of the kept detections, best first.
     scores: Vec<f64>,
-    /// Per IoU threshold and detection: the matched box's annotation id, 0
-    /// when unmatched (so, as in COCO, a match to annotation id 0 counts as
-    /// none).
-    matched: Vec<Vec<u64>>,
+    /// Per IoU threshold and detection (at `t * detections + d`): the
+    /// matched box's annotation id, 0 when unmatched (so, as in COCO, a
+    /// match to annotation id 0 counts as none).
+    matched: Vec<u64>,
     /// Per IoU threshold and detection: left out of the count (matched to a
     /// crowd or out-of-size box, or unmatched and itself out of size).
-    ignored: Vec<Vec<bool>>,
+    ignored: Vec<bool>,
     /// Boxes that count.
     counted: usize,
 }
@@ -252,8 +252,8 @@ fn evaluate_image(
         .collect();
     let mut order: Vec<usize> = (0..truths.len()).collect();
     order.sort_by_key(|&g| truth_ignored[g]);
-    let mut matched = vec![vec![0u64; detections.len()]; thresholds.len()];
-    let mut ignored = vec![vec![false; detections.len()]; thresholds.len()];
+    let mut matched = vec![0u64; detections.len() * thresholds.len()];
+    let mut ignored = vec![false; detections.len() * thresholds.len()];
     for (t, &threshold) in thresholds.iter().enumerate() {
         let mut taken = vec![false; truths.len()];
         for (d, detection) in detections.iter().enumerate() {
@@ -274,13 +274,13 @@ fn evaluate_image(
                 best = Some(g);
             }
             if let Some(g) = best {
-                ignored[t][d] = truth_ignored[g];
-                matched[t][d] = truths[g].id;
+                ignored[t * detections.len() + d] = truth_ignored[g];
+                matched[t * detections.len() + d] = truths[g].id;
                 taken[g] = true;
             }
             let area = detection.bbox[2] * detection.bbox[3];
-            if matched[t][d] == 0 && out_of_range(area) {
-                ignored[t][d] = true;
+            if matched[t * detections.len() + d] == 0 && out_of_range(area) {
+                ignored[t * detections.len() + d] = true;
             }
         }
     }
@@ -332,10 +332,12 @@ fn accumulate(
         let mut precisions = Vec::with_capacity(entries.len());
         let mut recalls = Vec::with_capacity(entries.len());
         for &(e, d) in &entries {
-            if evaluations[e].ignored[t][d] {
+            let evaluation = evaluations[e];
+            let at = t * evaluation.scores.len() + d;
+            if evaluation.ignored[at] {
                 continue;
             }
-            if evaluations[e].matched[t][d] != 0 {
+            if evaluation.matched[at] != 0 {
                 tp += 1.0;
             } else {
                 fp += 1.0;
@@ -394,19 +396,28 @@ pub fn evaluate(truth: &DetectionGroundTruth, results: &[DetectionResult]) -> De
             .or_default()
             .push(r);
     }
-    let mut image_ids: Vec<u64> = truth.images.iter().map(|i| i.id).collect();
-    image_ids.sort_unstable();
-    image_ids.dedup();
+    let listed: HashSet<u64> = truth.images.iter().map(|i| i.id).collect();
 
     // [size class][max detections][category]: None without boxes that count.
     let mut accumulated: Vec<Vec<Vec<Option<Accumulated>>>> = Vec::new();
     let mut category_ids: Vec<u64> = truth.categories.iter().map(|c| c.id).collect();
     category_ids.sort_unstable();
     category_ids.dedup();
-    let mut per_category: Vec<[Vec<Option<ImageEvaluation>>; 4]> = Vec::new();
+    // Per category and size class, the images holding its boxes or
+    // detections, in ascending id order (COCO's, which breaks score ties).
+    let mut per_category: Vec<[Vec<ImageEvaluation>; 4]> = Vec::new();
     for &category in &category_ids {
-        let mut by_area: [Vec<Option<ImageEvaluation>>; 4] = Default::default();
-        for &image in &image_ids {
+        let of_category = (category, u64::MIN)..=(category, u64::MAX);
+        let mut images: Vec<u64> = truths
+            .range(of_category.clone())
+            .map(|(&(_, image), _)| image)
+            .chain(detections.range(of_category).map(|(&(_, image), _)| image))
+            .filter(|image| listed.contains(image))
+            .collect();
+        images.sort_unstable();
+        images.dedup();
+        let mut by_area: [Vec<ImageEvaluation>; 4] = Default::default();
+        for image in images {
             let gts = truths
                 .get(&(category, image))
                 .map_or(&[][..], Vec::as_slice);
@@ -414,10 +425,6 @@ pub fn evaluate(truth: &DetectionGroundTruth, results: &[DetectionResult]) -> De
                 .get(&(category, image))
                 .cloned()
                 .unwrap_or_default();
-            if gts.is_empty() && dts.is_empty() {
-                by_area.iter_mut().for_each(|v| v.push(None));
-                continue;
-            }
             dts.sort_by(|a, b| {
                 b.score
                     .partial_cmp(&a.score)
@@ -433,13 +440,13 @@ pub fn evaluate(truth: &DetectionGroundTruth, results: &[DetectionResult]) -> De
                 })
                 .collect();
             for (area, evaluations) in by_area.iter_mut().enumerate() {
-                evaluations.push(Some(evaluate_image(
+                evaluations.push(evaluate_image(
                     gts,
                     &dts,
                     &ious,
                     AREA_RANGES[area],
                     &thresholds,
-                )));
+                ));
             }
         }
         per_category.push(by_area);
@@ -451,8 +458,7 @@ pub fn evaluate(truth: &DetectionGroundTruth, results: &[DetectionResult]) -> De
                 per_category
                     .iter()
                     .map(|by_area| {
-                        let evaluations: Vec<&ImageEvaluation> =
-                            by_area[area].iter().flatten().collect();
+                        let evaluations: Vec<&ImageEvaluation> = by_area[area].iter().collect();
                         accumulate(&evaluations, cap, &recall_points, thresholds.len())
                     })
                     .collect(),
