@@ -242,38 +242,12 @@ fn detect_and_eval_detection_take_a_plain_coco_dataset() {
             "--videos", "1", "--frames", "3", "--size", "320x180", "--seed", "4",
         ],
     );
-    let tao: Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("annotations.json")).unwrap())
-            .unwrap();
-    let mut images: Vec<Value> = tao["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            serde_json::json!({"id": i["id"], "file_name": i["file_name"],
-            "width": i["width"], "height": i["height"]})
-        })
-        .collect();
-    images.push(
+    let mut coco = coco_stills_of(&data);
+    coco["images"].as_array_mut().unwrap().push(
         serde_json::json!({"id": 77, "file_name": "missing.jpg", "width": 320, "height": 180}),
     );
-    let annotations: Vec<Value> = tao["annotations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            serde_json::json!({"id": a["id"], "image_id": a["image_id"],
-            "category_id": a["category_id"], "bbox": a["bbox"], "area": a["area"], "iscrowd": 0})
-        })
-        .collect();
     let gt = data.join("annotations.json");
-    std::fs::write(
-        &gt,
-        serde_json::json!({"images": images, "annotations": annotations,
-            "categories": tao["categories"]})
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&gt, coco.to_string()).unwrap();
     let pred = dir.path().join("pred.json");
     let detect = |extra: &[&str]| {
         let mut args = vec![

@@ -304,37 +304,16 @@ fn trains_a_video_decoder_on_pseudo_videos_from_stills() {
     // The same frames as a plain COCO dataset of stills (no videos, tracks or
     // frame indices), with one category renamed so that the vocabulary must
     // merge the two datasets' categories by name.
-    let tao: Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("annotations.json")).unwrap())
-            .unwrap();
+    let mut coco = coco_stills_of(&data);
     let stills = dir.path().join("stills");
     std::fs::create_dir(&stills).unwrap();
-    let mut images = Vec::new();
-    for image in tao["images"].as_array().unwrap() {
-        let name = image["file_name"].as_str().unwrap();
+    for image in coco["images"].as_array_mut().unwrap() {
         let file = format!("{}.png", image["id"]);
+        let name = image["file_name"].as_str().unwrap();
         std::fs::copy(data.join(name), stills.join(&file)).unwrap();
-        images.push(serde_json::json!({
-            "id": image["id"], "file_name": file,
-            "width": image["width"], "height": image["height"],
-        }));
+        image["file_name"] = Value::from(file);
     }
-    let annotations: Vec<Value> = tao["annotations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "id": a["id"], "image_id": a["image_id"],
-                "category_id": a["category_id"], "bbox": a["bbox"],
-            })
-        })
-        .collect();
-    let mut categories = tao["categories"].as_array().unwrap().clone();
-    categories[0]["name"] = Value::from("purple hexagon");
-    let coco = serde_json::json!({
-        "images": images, "annotations": annotations, "categories": categories,
-    });
+    coco["categories"][0]["name"] = Value::from("purple hexagon");
     std::fs::write(stills.join("annotations.json"), coco.to_string()).unwrap();
 
     let train = |out: &str, extra: &[&str]| {

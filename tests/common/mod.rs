@@ -58,6 +58,33 @@ pub fn synth_frames(out: &std::path::Path, extra: &[&str]) {
     ok(owltrack(&args));
 }
 
+/// The TAO dataset `owltrack synth` wrote to `data`, as a plain COCO
+/// detection dataset of stills: no videos, tracks or frame indices.
+pub fn coco_stills_of(data: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(data.join("annotations.json")).expect("synth wrote it");
+    let tao: Value = serde_json::from_str(&text).expect("synth writes JSON");
+    let images: Vec<Value> = tao["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            serde_json::json!({"id": i["id"], "file_name": i["file_name"],
+                "width": i["width"], "height": i["height"]})
+        })
+        .collect();
+    let annotations: Vec<Value> = tao["annotations"]
+        .as_array()
+        .expect("annotations")
+        .iter()
+        .map(|a| {
+            serde_json::json!({"id": a["id"], "image_id": a["image_id"],
+                "category_id": a["category_id"], "bbox": a["bbox"], "area": a["area"]})
+        })
+        .collect();
+    serde_json::json!({"images": images, "annotations": annotations,
+        "categories": tao["categories"]})
+}
+
 /// Runs `owltrack benchmark tao-ow --data DATA --out OUT EXTRA…` (whatever
 /// the outcome; callers check it).
 pub fn benchmark_tao_ow(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Output {
