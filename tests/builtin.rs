@@ -91,16 +91,8 @@ fn finds_squares_drawn_by_another_renderer() {
             .iter()
             .find(|d| d["label"].as_u64() == Some(label as u64))
             .unwrap_or_else(|| panic!("nothing found for {query}"));
-        let found: Vec<f64> = best["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let overlap = owltrack_tracker::tbd::iou(
-            [found[0], found[1], found[2], found[3]],
-            [*x, *y, x + side, y + side],
-        );
+        let found = box_of(best);
+        let overlap = owltrack_tracker::tbd::iou(found, [*x, *y, x + side, y + side]);
         eprintln!("{query}: IoU {overlap:.2}");
         assert!(
             overlap >= MIN_IOU,

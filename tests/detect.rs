@@ -144,12 +144,7 @@ fn detect_defaults_threshold_suppress_cap_and_clip() {
     );
     for d in detections {
         assert!(d["score"].as_f64().unwrap() > 0.1);
-        let b: Vec<f64> = d["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let b = box_of(d);
         assert!(
             b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= w && b[3] <= h,
             "clipped: {b:?}"

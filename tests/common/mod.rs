@@ -58,6 +58,17 @@ pub fn synth_frames(out: &std::path::Path, extra: &[&str]) {
     ok(owltrack(&args));
 }
 
+/// A detection's `box` (`[x0, y0, x1, y1]`) from `detect`'s JSON.
+pub fn box_of(detection: &Value) -> [f64; 4] {
+    let values: Vec<f64> = detection["box"]
+        .as_array()
+        .expect("a box")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect();
+    values.try_into().expect("four coordinates")
+}
+
 /// The TAO dataset `owltrack synth` wrote to `data`, as a plain COCO
 /// detection dataset of stills: no videos, tracks or frame indices.
 pub fn coco_stills_of(data: &std::path::Path) -> Value {
