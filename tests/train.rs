@@ -118,6 +118,61 @@ fn synth_train_resume_detect_and_evaluate() {
 }
 
 #[test]
+fn trains_exports_and_detects_with_a_convolutional_stem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let model = dir.path().join("stem");
+    let exported = dir.path().join("stem-f16");
+    synth_frames(&data, &["--videos", "1", "--frames", "2"]);
+    let train = |stem: &str| {
+        owltrack(&[
+            "train",
+            "detector",
+            "--data",
+            data.to_str().unwrap(),
+            "--stem-channels",
+            stem,
+            "--steps",
+            "1",
+            "--batch",
+            "1",
+            "--out",
+            model.to_str().unwrap(),
+        ])
+    };
+    // 16-pixel patches take four halvings, not two.
+    let refused = error_of(&train("8,16"));
+    assert!(refused.contains("stem_channels"), "{refused}");
+    ok(train("4,8,8,16"));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["vision_config"]["stem_channels"],
+        serde_json::json!([4, 8, 8, 16])
+    );
+    ok(owltrack(&[
+        "export",
+        model.to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]));
+    let frame = data.join("frames/synth_s0_0000/000000.jpg");
+    for checkpoint in [&model, &exported] {
+        let report = json_of(&owltrack(&[
+            "detect",
+            "--model",
+            checkpoint.to_str().unwrap(),
+            "--threshold",
+            "0",
+            "-q",
+            "red circle",
+            frame.to_str().unwrap(),
+        ]));
+        assert!(!report["detections"].as_array().unwrap().is_empty());
+    }
+}
+
+#[test]
 fn fine_tunes_the_builtin_model_stored_in_f16() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

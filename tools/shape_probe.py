@@ -2,7 +2,9 @@
 answer directly?
 
 Trains a tiny CLIP-style ViT (the built-in model's vision size: 4 layers,
-width 96, 4 heads, quick-GELU, pre-norm) or, for comparison, a small CNN to
+width 96, 4 heads, quick-GELU, pre-norm), the same ViT behind a
+convolutional stem (`--net vit-convstem`, the `stem_channels` of
+`owltrack train detector --stem-channels`) or, for comparison, a small CNN to
 label every patch of a frame with the shape of the object covering it
 (cross-entropy; background at a tenth of the weight), and reports the
 held-out accuracy at object centres. The detector's own signal for shape
@@ -10,8 +12,10 @@ is far weaker (one matched patch per object, a focal loss over text
 queries), so this bounds from above what its training can do in as many
 steps.
 
-    python tools/shape_probe.py TRAIN_DIR HELD_OUT_DIR --net vit|vit-sincos|vit-gabor|vit-local|cnn
+    python tools/shape_probe.py TRAIN_DIR HELD_OUT_DIR
+        --net vit|vit-sincos|vit-gabor|vit-local|vit-convstem|cnn
         [--image-size 384] [--patch-size 16] [--steps 1500] [--sharpness 3]
+        [--stem 16,32,64,96] [--layers 4]
 
 TRAIN_DIR and HELD_OUT_DIR are `owltrack synth` outputs (frame folders).
 Needs torch, numpy and pillow; nothing in the build or CI runs it.
@@ -172,10 +176,10 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, grid, patch, sincos_positions, gabor=False, width=96, layers=4, heads=4):
+    def __init__(self, grid, patch, sincos_positions, gabor=False, width=96, layers=4, heads=4, stem=None):
         super().__init__()
         self.grid = grid
-        self.embed = nn.Conv2d(3, width, patch, patch, bias=False)
+        self.embed = ConvStem(patch, width, stem) if stem else nn.Conv2d(3, width, patch, patch, bias=False)
         if gabor:
             with torch.no_grad():
                 bank = gabor_bank(width, patch)
@@ -199,6 +203,23 @@ class ViT(nn.Module):
         return self.head(self.post(tokens[:, 1:])).view(-1, self.grid, self.grid, SHAPES + 1)
 
 
+class ConvStem(nn.Module):
+    """Xiao et al. 2021, "Early convolutions help transformers see better":
+    3x3 stride-2 convolutions down to the patch grid, then a 1x1 to the
+    width, in place of the one linear map per patch."""
+
+    def __init__(self, patch, width, channels):
+        super().__init__()
+        layers, previous = [], 3
+        for out in channels[: int(math.log2(patch))]:
+            layers += [nn.Conv2d(previous, out, 3, 2, 1), nn.GELU()]
+            previous = out
+        self.net = nn.Sequential(*layers, nn.Conv2d(previous, width, 1, bias=False))
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class CNN(nn.Module):
     """Output stride 16, receptive field about 60 pixels."""
 
@@ -218,11 +239,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("train")
     parser.add_argument("held_out")
-    parser.add_argument("--net", choices=["vit", "vit-sincos", "vit-gabor", "vit-local", "cnn"], default="vit")
+    parser.add_argument("--net", choices=["vit", "vit-sincos", "vit-gabor", "vit-local", "vit-convstem", "cnn"], default="vit")
     parser.add_argument("--sharpness", type=float, default=3.0)
     parser.add_argument("--image-size", type=int, default=384)
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--stem", default="16,32,64,96", help="vit-convstem: channels of each stride-2 convolution")
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
         "--held-out-every", type=int, default=1,
@@ -237,7 +260,10 @@ def main():
     test_frames, test_boxes = load(args.held_out, 240, args.held_out_every, args.image_size)
     train_labels, _ = patch_labels(train_boxes, grid, patch)
     _, test_centres = patch_labels(test_boxes, grid, patch)
-    net = CNN() if args.net == "cnn" else ViT(grid, patch, args.net == "vit-sincos", args.net == "vit-gabor")
+    stem = [int(c) for c in args.stem.split(",")] if args.net == "vit-convstem" else None
+    net = CNN() if args.net == "cnn" else ViT(
+        grid, patch, args.net == "vit-sincos", args.net == "vit-gabor", layers=args.layers, stem=stem
+    )
     if args.net == "vit-local":
         make_local(net, grid, 96, 4, args.sharpness)
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)

@@ -400,9 +400,11 @@ fn causal_mask(tokens: usize, dtype: DType, device: &Device) -> candle_core::Res
 pub struct VisionTransformer {
     /// The patch convolution's kernel as a matrix (D, C·p·p): a convolution
     /// whose stride is its size is a matmul over patches, which also runs in
-    /// bf16 where candle's CPU convolution does not.
+    /// bf16 where candle's CPU convolution does not. After a stem, (D, C).
     patch_weight: Tensor,
     patch_size: usize,
+    stem: Vec<StemLayer>,
+    activation: Activation,
     class_embedding: Tensor,
     position_embedding: Embedding,
     pre_layernorm: LayerNorm,
@@ -425,14 +427,27 @@ impl VisionTransformer {
         let num_positions = grid * grid + 1;
         let embeddings = vb.pp("embeddings");
         let (channels, patch) = (config.num_channels, config.patch_size);
+        let mut stem = Vec::with_capacity(config.stem_channels.len());
+        let mut inputs = channels;
+        for (i, &outputs) in config.stem_channels.iter().enumerate() {
+            stem.push(StemLayer::new(
+                embeddings.pp("stem").pp(i),
+                inputs,
+                outputs,
+            )?);
+            inputs = outputs;
+        }
+        let kernel_side = if stem.is_empty() { patch } else { 1 };
         let kernel = embeddings.pp("patch_embedding").get_with_hints(
-            (config.hidden_size, channels, patch, patch),
+            (config.hidden_size, inputs, kernel_side, kernel_side),
             "weight",
             WEIGHT_INIT,
         )?;
         Ok(VisionTransformer {
-            patch_weight: kernel.reshape((config.hidden_size, channels * patch * patch))?,
+            patch_weight: kernel.reshape((config.hidden_size, config.patch_inputs()))?,
             patch_size: patch,
+            stem,
+            activation: parse_activation(&config.hidden_act)?,
             class_embedding: embeddings.get_with_hints(
                 config.hidden_size,
                 "class_embedding",
@@ -466,14 +481,28 @@ impl VisionTransformer {
         let (batch, channels, height, width) = pixels.dims4()?;
         let p = self.patch_size;
         let (rows, cols) = (height / p, width / p);
-        // (B, C, S, S) → (B, rows·cols, C·p·p), patches in row-major order as
-        // the convolution's output flattens them.
-        let patches = pixels
-            .narrow(2, 0, rows * p)?
-            .narrow(3, 0, cols * p)?
-            .reshape((batch, channels, rows, p, cols, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .reshape((batch, rows * cols, channels * p * p))?;
+        let patches = if self.stem.is_empty() {
+            // (B, C, S, S) → (B, rows·cols, C·p·p), patches in row-major
+            // order as the convolution's output flattens them.
+            pixels
+                .narrow(2, 0, rows * p)?
+                .narrow(3, 0, cols * p)?
+                .reshape((batch, channels, rows, p, cols, p))?
+                .permute((0, 2, 4, 1, 3, 5))?
+                .reshape((batch, rows * cols, channels * p * p))?
+        } else {
+            let mut features = pixels
+                .narrow(2, 0, rows * p)?
+                .narrow(3, 0, cols * p)?
+                .transpose(0, 1)?;
+            for layer in &self.stem {
+                features = activate(&layer.forward(&features)?, self.activation)?;
+            }
+            let depth = features.dim(0)?;
+            features
+                .reshape((depth, batch, rows * cols))?
+                .permute((1, 2, 0))?
+        };
         let patches = patches.broadcast_matmul(&self.patch_weight.t()?)?;
         let hidden = self.class_embedding.dim(0)?;
         let class = self
@@ -486,6 +515,78 @@ impl VisionTransformer {
         let xs = self.pre_layernorm.forward(&xs)?;
         self.encoder.forward(&xs, None)
     }
+}
+
+/// One layer of the convolutional stem: a 3×3 convolution with stride 2 and
+/// padding 1, as torch's `Conv2d(c_in, c_out, 3, 2, 1)`, on feature maps
+/// kept channel-major, (C, B, H, W), so that a layer is one matmul.
+struct StemLayer {
+    /// (C_out, C_in·9), the kernel's taps in torch's (c, dy, dx) order.
+    kernel: Tensor,
+    /// (C_out, 1)
+    bias: Tensor,
+}
+
+impl StemLayer {
+    fn new(vb: VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Self> {
+        let kernel = vb.get_with_hints((outputs, inputs, 3, 3), "weight", WEIGHT_INIT)?;
+        let bias = vb.get_with_hints(outputs, "bias", ZERO)?;
+        Ok(StemLayer {
+            kernel: kernel.reshape((outputs, inputs * 9))?,
+            bias: bias.reshape((outputs, 1))?,
+        })
+    }
+
+    /// (C_in, B, H, W) → (C_out, B, ⌈H/2⌉, ⌈W/2⌉): the kernel and bias as one
+    /// matrix times the input's columns (im2col, with a row of ones), which
+    /// runs in every dtype and trains, where candle's CPU convolution has
+    /// neither bf16 nor a fast backward pass.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, batch, height, width) = xs.dims4()?;
+        let (rows, cols) = (height.div_ceil(2), width.div_ceil(2));
+        let columns = match crate::kernels::stem_columns(xs) {
+            Some(columns) => columns?,
+            None => stem_columns_by_slicing(xs)?,
+        };
+        let weights = Tensor::cat(&[&self.kernel, &self.bias], 1)?;
+        weights
+            .matmul(&columns)?
+            .reshape((self.kernel.dim(0)?, batch, rows, cols))
+    }
+}
+
+/// A stem layer's columns (see `kernels::StemColumns`) from candle's slicing
+/// operations: any dtype and device.
+pub(crate) fn stem_columns_by_slicing(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let (channels, batch, height, width) = xs.dims4()?;
+    let (rows, cols) = (height.div_ceil(2), width.div_ceil(2));
+    // Padded to an even size, the input splits into 2×2 blocks; output
+    // (i, j) reads padded rows 2i, 2i+1, 2i+2: block i at phases 0 and
+    // 1, block i+1 at phase 0. Each phase plane is copied once.
+    let padded = xs
+        .pad_with_zeros(2, 1, 1 + height % 2)?
+        .pad_with_zeros(3, 1, 1 + width % 2)?;
+    let blocks = padded
+        .reshape((channels, batch, rows + 1, 2, cols + 1, 2))?
+        .permute((3, 5, 0, 1, 2, 4))?
+        .contiguous()?;
+    let mut taps = Vec::with_capacity(9);
+    for dy in 0..3 {
+        for dx in 0..3 {
+            taps.push(
+                blocks
+                    .get(dy % 2)?
+                    .get(dx % 2)?
+                    .narrow(2, dy / 2, rows)?
+                    .narrow(3, dx / 2, cols)?,
+            );
+        }
+    }
+    // (C, 9, B, rows, cols): the channel-major, tap-minor order of the
+    // kernel's columns.
+    let columns = Tensor::stack(&taps, 1)?.reshape((channels * 9, batch * rows * cols))?;
+    let ones = Tensor::ones((1, batch * rows * cols), xs.dtype(), xs.device())?;
+    Tensor::cat(&[&columns, &ones], 0)
 }
 
 /// L2 norm over the last dimension, as torch.linalg.norm(dim=-1, keepdim=True).
@@ -542,6 +643,44 @@ mod norm {
                 .broadcast_div(&(variance + self.eps)?.sqrt()?)?
                 .broadcast_mul(&self.weight)?
                 .broadcast_add(&self.bias)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::rng::Pcg::new(seed, 0);
+        let values: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.normal() as f32)
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A stem layer is candle's own strided convolution, on even and odd
+    /// sides (kernels.rs checks that its two column paths and their
+    /// gradients agree).
+    #[test]
+    fn stem_layer_is_a_strided_convolution() {
+        for (height, width) in [(8, 12), (7, 10), (5, 5)] {
+            let (channels, batch, outputs) = (3, 2, 4);
+            let kernel = random(&[outputs, channels, 3, 3], 1);
+            let bias = random(&[outputs], 2);
+            let layer = StemLayer {
+                kernel: kernel.reshape((outputs, channels * 9)).unwrap(),
+                bias: bias.reshape((outputs, 1)).unwrap(),
+            };
+            let images = random(&[batch, channels, height, width], 3);
+            let expected = images
+                .conv2d(&kernel, 1, 2, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, outputs, 1, 1)).unwrap())
+                .unwrap();
+            let out = layer.forward(&images.transpose(0, 1).unwrap()).unwrap();
+            let diff = crate::max_abs_diff(&out.transpose(0, 1).unwrap(), &expected);
+            assert!(diff < 1e-5, "{height}x{width}: {diff}");
         }
     }
 }

@@ -111,6 +111,24 @@ pub struct VisionConfig {
     pub hidden_act: String,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// An owltrack extension (absent from hub checkpoints): output channels
+    /// of 3×3 stride-2 convolutions that take the pixels down to the patch
+    /// grid before the patch embedding, which then is a 1×1 projection
+    /// (Xiao et al., "Early Convolutions Help Transformers See Better",
+    /// 2021). Empty: the hub's one linear map per patch.
+    #[serde(default)]
+    pub stem_channels: Vec<usize>,
+}
+
+impl VisionConfig {
+    /// Channels the patch embedding reads at each patch: the pixels of a
+    /// whole patch, or the stem's last feature map at one position.
+    pub fn patch_inputs(&self) -> usize {
+        match self.stem_channels.last() {
+            Some(&channels) => channels,
+            None => self.num_channels * self.patch_size * self.patch_size,
+        }
+    }
 }
 
 impl Default for TextConfig {
@@ -220,7 +238,7 @@ impl OwlConfig {
     }
 
     /// Refuses what the networks cannot run, saying why.
-    fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), String> {
         let (t, v) = (&self.text, &self.vision);
         for (what, hidden, heads) in [
             ("text", t.hidden_size, t.num_attention_heads),
@@ -244,6 +262,15 @@ impl OwlConfig {
                 "image_size {} must be at least patch_size {} (> 0)",
                 v.image_size, v.patch_size
             ));
+        }
+        if !v.stem_channels.is_empty() {
+            let stride = 1usize.checked_shl(v.stem_channels.len() as u32);
+            if stride != Some(v.patch_size) || v.stem_channels.contains(&0) {
+                return Err(format!(
+                    "stem_channels {:?}: a stem of stride-2 convolutions needs log2(patch_size {}) layers of at least one channel",
+                    v.stem_channels, v.patch_size
+                ));
+            }
         }
         if v.num_channels != 3 {
             return Err(format!(
@@ -307,7 +334,7 @@ impl OwlConfig {
             OwlVersion::V2 => ("owlv2", "Owlv2ForObjectDetection"),
         };
         let (t, v) = (&self.text, &self.vision);
-        serde_json::json!({
+        let mut config = serde_json::json!({
             "architectures": [architecture],
             "model_type": model_type,
             "projection_dim": self.projection_dim,
@@ -325,7 +352,11 @@ impl OwlConfig {
                 "num_channels": v.num_channels, "image_size": v.image_size, "patch_size": v.patch_size,
                 "hidden_act": v.hidden_act, "layer_norm_eps": v.layer_norm_eps,
             },
-        })
+        });
+        if !v.stem_channels.is_empty() {
+            config["vision_config"]["stem_channels"] = serde_json::json!(v.stem_channels);
+        }
+        config
     }
 
     /// The small OWLv2-style architecture owltrack trains from scratch on its
@@ -431,6 +462,14 @@ mod tests {
                 "patch_size",
             ),
             (r#"{"model_type": 3}"#, "invalid type"),
+            (
+                r#"{"model_type":"owlv2","vision_config":{"stem_channels":[8,16,32]}}"#,
+                "log2(patch_size 16)",
+            ),
+            (
+                r#"{"model_type":"owlv2","vision_config":{"patch_size":12,"image_size":48,"stem_channels":[8,8]}}"#,
+                "stem_channels",
+            ),
         ];
         for (json, message) in bad {
             let error = OwlConfig::from_json(json).unwrap_err();
@@ -440,9 +479,14 @@ mod tests {
 
     #[test]
     fn hub_json_round_trips() {
+        let mut with_stem = OwlConfig::tiny();
+        with_stem.vision.stem_channels = vec![8, 16, 24, 32];
+        assert_eq!(with_stem.vision.patch_inputs(), 32);
+        assert_eq!(OwlConfig::tiny().vision.patch_inputs(), 3 * 16 * 16);
         for config in [
             OwlConfig::tiny(),
             OwlConfig::architecture("owlvit-base-patch32").unwrap(),
+            with_stem,
         ] {
             let parsed = OwlConfig::from_json(&config.to_hub_json().to_string()).unwrap();
             assert_eq!(parsed, config);

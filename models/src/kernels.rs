@@ -646,6 +646,147 @@ impl CustomOp3 for AttentionGrad {
     }
 }
 
+/// The columns of a 3×3, stride-2, padding-1 convolution (im2col) in the
+/// channel-major layout the stem keeps its feature maps in: input
+/// (C, B, H, W), output (C·9 + 1, B·⌈H/2⌉·⌈W/2⌉), row c·9 + 3·dy + dx
+/// holding the input at (2i + dy − 1, 2j + dx − 1), zero outside, and a
+/// last row of ones for the bias. So one matmul by the (C_out, C·9 + 1)
+/// kernel-and-bias matrix gives the next layer's (C_out, B, H/2, W/2)
+/// input. The gradient scatters the columns back (col2im) in one pass,
+/// where candle's gradients of the slices that build the same columns
+/// allocate and sum nine input-sized tensors, and of a broadcast bias,
+/// reduce element by element.
+struct StemColumns;
+
+/// The input row (or column) that output row `out` reads at tap 0, 1 or 2,
+/// if inside the input.
+#[inline(always)]
+fn stem_source(out: usize, tap: usize, side: usize) -> Option<usize> {
+    (2 * out + tap).checked_sub(1).filter(|&at| at < side)
+}
+
+impl CustomOp1 for StemColumns {
+    fn name(&self) -> &'static str {
+        "owltrack-stem-columns"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let input = f32_slice(storage, layout)?;
+        let (channels, batch, height, width) = layout.shape().dims4()?;
+        let (rows, cols) = (height.div_ceil(2), width.div_ceil(2));
+        let plane = rows * cols;
+        let row_length = batch * plane;
+        let mut out = vec![0f32; (channels * 9 + 1) * row_length];
+        out.par_chunks_mut(row_length)
+            .enumerate()
+            .for_each(|(row, column)| {
+                if row == channels * 9 {
+                    column.fill(1.0);
+                    return;
+                }
+                let (channel, dy, dx) = (row / 9, row % 9 / 3, row % 3);
+                for (b, out_plane) in column.chunks_mut(plane).enumerate() {
+                    let image = &input[(channel * batch + b) * height * width..][..height * width];
+                    for i in 0..rows {
+                        let Some(y) = stem_source(i, dy, height) else {
+                            continue;
+                        };
+                        let source = &image[y * width..(y + 1) * width];
+                        for (j, value) in out_plane[i * cols..(i + 1) * cols].iter_mut().enumerate()
+                        {
+                            if let Some(x) = stem_source(j, dx, width) {
+                                *value = source[x];
+                            }
+                        }
+                    }
+                }
+            });
+        let shape = Shape::from((channels * 9 + 1, row_length));
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (channels, batch, height, width) = arg.dims4()?;
+        grad_res
+            .contiguous()?
+            .apply_op1_no_bwd(&StemColumnsGrad {
+                channels,
+                batch,
+                height,
+                width,
+            })
+            .map(Some)
+    }
+}
+
+/// col2im: each input position summed over the column entries that read it.
+struct StemColumnsGrad {
+    channels: usize,
+    batch: usize,
+    height: usize,
+    width: usize,
+}
+
+impl CustomOp1 for StemColumnsGrad {
+    fn name(&self) -> &'static str {
+        "owltrack-stem-columns-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let grads = f32_slice(storage, layout)?;
+        let (channels, batch, height, width) = (self.channels, self.batch, self.height, self.width);
+        let (rows, cols) = (height.div_ceil(2), width.div_ceil(2));
+        let plane = rows * cols;
+        if layout.shape().dims2()? != (channels * 9 + 1, batch * plane) {
+            candle_core::bail!("stem column gradient of another shape than its columns");
+        }
+        let mut out = vec![0f32; channels * batch * height * width];
+        out.par_chunks_mut(height * width)
+            .enumerate()
+            .for_each(|(image_index, image)| {
+                let (channel, b) = (image_index / batch, image_index % batch);
+                for tap in 0..9 {
+                    let (dy, dx) = (tap / 3, tap % 3);
+                    let column = &grads[(channel * 9 + tap) * batch * plane + b * plane..][..plane];
+                    for i in 0..rows {
+                        let Some(y) = stem_source(i, dy, height) else {
+                            continue;
+                        };
+                        let target = &mut image[y * width..(y + 1) * width];
+                        for (j, &grad) in column[i * cols..(i + 1) * cols].iter().enumerate() {
+                            if let Some(x) = stem_source(j, dx, width) {
+                                target[x] += grad;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((channels, batch, height, width)),
+        ))
+    }
+}
+
+/// The columns of a 3×3 stride-2 convolution (see `StemColumns`),
+/// differentiable, on CPU f32; None elsewhere, for the caller's general path.
+pub(crate) fn stem_columns(xs: &Tensor) -> Option<candle_core::Result<Tensor>> {
+    on_cpu_f32(xs).then(|| xs.contiguous()?.apply_op1(StemColumns))
+}
+
 /// Self-attention over a fused (B, T, 3D) q/k/v projection (q pre-scaled),
 /// on CPU f32; None elsewhere, for the caller's general path.
 pub(crate) fn fused_attention(
@@ -755,16 +896,7 @@ mod tests {
                 .reshape((batch, tokens, hidden))
                 .unwrap();
             let got = fused_attention(&qkv, heads, causal).unwrap().unwrap();
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::max_abs_diff(&got, &want);
             assert!(diff < 1e-5, "causal {causal}: {diff}");
         }
     }
@@ -772,18 +904,7 @@ mod tests {
     #[test]
     fn kernels_match_candle() {
         let xs = Tensor::randn(0f32, 4.0, (3, 5, 37), &Device::Cpu).unwrap();
-        let diff = |a: Tensor, b: Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = |a: Tensor, b: Tensor| crate::max_abs_diff(&a, &b);
         let reference = candle_nn::ops::softmax_last_dim(&xs).unwrap();
         assert!(diff(softmax_last_dim(&xs).unwrap(), reference) < 1e-6);
         let reference = (&xs * candle_nn::ops::sigmoid(&(&xs * 1.702).unwrap()).unwrap()).unwrap();
@@ -812,17 +933,7 @@ mod tests {
         let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let (got, want) = (ours(&tensors), reference(&tensors));
         let weights = Tensor::randn(0f32, 1.0, got.shape(), &Device::Cpu).unwrap();
-        let max_abs = |t: &Tensor| {
-            t.abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(max_abs(&(&got - &want).unwrap()) < 1e-5, "forward differs");
+        assert!(crate::max_abs_diff(&got, &want) < 1e-5, "forward differs");
         let grads_of = |out: &Tensor| {
             (out * &weights)
                 .unwrap()
@@ -835,8 +946,8 @@ mod tests {
         for (i, var) in vars.iter().enumerate() {
             let a = ours.get(var.as_tensor()).expect("our gradient");
             let b = theirs.get(var.as_tensor()).expect("reference gradient");
-            let scale = max_abs(b).max(1.0);
-            let diff = max_abs(&(a - b).unwrap());
+            let scale = crate::max_abs_diff(b, &b.zeros_like().unwrap()).max(1.0);
+            let diff = crate::max_abs_diff(a, b);
             assert!(diff < 2e-5 * scale, "input {i}: gradient differs by {diff}");
         }
     }
@@ -845,6 +956,13 @@ mod tests {
     fn backward_passes_match_candle() {
         let randn =
             |shape: &[usize], std: f32| Tensor::randn(0f32, std, shape, &Device::Cpu).unwrap();
+        for side in [(8, 12), (7, 10), (5, 5)] {
+            gradients_agree(
+                &[randn(&[3, 2, side.0, side.1], 1.0)],
+                |x| stem_columns(&x[0]).unwrap().unwrap(),
+                |x| crate::clip::stem_columns_by_slicing(&x[0]).unwrap(),
+            );
+        }
         gradients_agree(
             &[randn(&[2, 5, 33], 3.0)],
             |x| quick_gelu(&x[0]).unwrap(),

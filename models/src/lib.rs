@@ -29,6 +29,14 @@ pub use owl::{random_model, ImageOutputs, OwlModel};
 pub use preprocess::{box_scale, OwlVersion, Preprocessor};
 pub use tokenizer::ClipTokenizer;
 
+/// The largest absolute difference between two tensors of one shape.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
+
 /// Whether this build can run on CUDA devices.
 pub fn cuda_available() -> bool {
     cfg!(feature = "cuda") && candle_core::utils::cuda_is_available()

@@ -151,17 +151,24 @@ fn box_losses_and_their_gradients_equal_torchs() {
     }
 }
 
-#[test]
-fn a_short_run_overfits_a_fixed_batch() {
-    use owltrack_models::train::{Sample, TrainOptions, Trainer};
-    use owltrack_models::{ClipTokenizer, OwlConfig, OwlVersion, Preprocessor};
+/// A tiny OWLv2 config with this vision tower.
+fn tiny_config(vision: &str) -> owltrack_models::OwlConfig {
+    owltrack_models::OwlConfig::from_json(&format!(
+        r#"{{"model_type":"owlv2","projection_dim":16,
+            "text_config":{{"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2}},
+            "vision_config":{vision}}}"#
+    ))
+    .unwrap()
+}
 
-    let config = OwlConfig::from_json(
-        r#"{"model_type":"owlv2","projection_dim":16,
-            "text_config":{"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2},
-            "vision_config":{"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":2,"image_size":64,"patch_size":16}}"#,
-    )
-    .unwrap();
+const VISION: &str = r#"{"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":2,"image_size":64,"patch_size":16}"#;
+
+/// Two grey images with coloured squares at known places, and the queries
+/// that name the squares.
+fn fixed_batch() -> (Vec<owltrack_models::train::Sample>, Vec<Vec<u32>>) {
+    use owltrack_models::train::Sample;
+    use owltrack_models::{ClipTokenizer, OwlVersion, Preprocessor};
+
     let tokenizer = ClipTokenizer::from_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-bpe"),
     )
@@ -171,7 +178,6 @@ fn a_short_run_overfits_a_fixed_batch() {
         .map(|q| tokenizer.encode(q).unwrap().ids.to_vec())
         .collect();
     let preprocessor = Preprocessor::new(OwlVersion::V2, 64).unwrap();
-    // Grey images with coloured squares at known places.
     let image = |squares: &[(usize, usize, usize, [u8; 3])]| {
         let (w, h) = (80usize, 80usize);
         let mut rgb = vec![120u8; w * h * 3];
@@ -196,7 +202,7 @@ fn a_short_run_overfits_a_fixed_batch() {
     };
     let (a, a_boxes) = image(&[(10, 10, 20, [220, 30, 30]), (50, 45, 24, [30, 60, 220])]);
     let (b, b_boxes) = image(&[(40, 12, 30, [40, 180, 60])]);
-    let batch = [
+    let batch = vec![
         Sample {
             pixels: a,
             boxes: a_boxes,
@@ -208,6 +214,21 @@ fn a_short_run_overfits_a_fixed_batch() {
             labels: vec![2],
         },
     ];
+    (batch, queries)
+}
+
+/// Trains 80 steps on the fixed batch; the trainer and its first and last
+/// losses.
+fn overfit(
+    config: owltrack_models::OwlConfig,
+) -> (
+    owltrack_models::train::Trainer,
+    owltrack_models::train::Losses,
+    owltrack_models::train::Losses,
+) {
+    use owltrack_models::train::{TrainOptions, Trainer};
+
+    let (batch, queries) = fixed_batch();
     let options = TrainOptions {
         learning_rate: 3e-3,
         warmup_steps: 5,
@@ -221,9 +242,18 @@ fn a_short_run_overfits_a_fixed_batch() {
         last = trainer.step(&batch, &queries).unwrap();
     }
     eprintln!("first {first:?}\nlast {last:?}");
+    (trainer, first, last)
+}
+
+#[test]
+fn a_short_run_overfits_a_fixed_batch() {
+    use owltrack_models::train::{TrainOptions, Trainer};
+
+    let (mut trainer, first, last) = overfit(tiny_config(VISION));
     assert!(last.total < first.total / 4.0, "{first:?} → {last:?}");
     assert!(last.giou < first.giou, "boxes improve too");
     assert_eq!(trainer.step_count(), 80);
+    let (batch, queries) = fixed_batch();
 
     // Saved state resumes exactly: the next step from a resumed trainer
     // equals the next step of the original.
@@ -253,4 +283,16 @@ fn a_short_run_overfits_a_fixed_batch() {
         (original.total - again.total).abs() < 1e-5,
         "{original:?} vs {again:?}"
     );
+}
+
+#[test]
+fn a_short_run_with_a_convolutional_stem_overfits_too() {
+    let vision = VISION.replace('}', r#","stem_channels":[8,8,16,16]}"#);
+    let (trainer, first, last) = overfit(tiny_config(&vision));
+    assert_eq!(
+        trainer.model().config().vision.stem_channels,
+        [8, 8, 16, 16]
+    );
+    assert!(last.total < first.total / 4.0, "{first:?} → {last:?}");
+    assert!(last.giou < first.giou, "boxes improve too");
 }

@@ -209,6 +209,14 @@ pub struct DetectorArgs {
     /// the cost of more tokens).
     #[arg(long, conflicts_with = "init")]
     pub patch_size: Option<usize>,
+    /// From scratch: a convolutional stem before the patch embedding, given
+    /// as the channels of its 3×3 stride-2 convolutions, one per halving of
+    /// the patch side (four for 16-pixel patches: e.g. 16,32,64,96). Small
+    /// non-linear filters over pixels, which learn shapes far sooner than
+    /// one linear map per patch; an owltrack extension that transformers
+    /// cannot load.
+    #[arg(long, conflicts_with = "init", value_delimiter = ',')]
+    pub stem_channels: Option<Vec<usize>>,
     /// Folder with the CLIP vocabulary (vocab.json, merges.txt); default: the
     /// --init checkpoint's, else the built-in one.
     #[arg(long)]
@@ -255,10 +263,16 @@ fn detector(args: DetectorArgs) -> Result<()> {
     if let Some(patch) = args.patch_size {
         config.vision.patch_size = patch;
     }
+    if let Some(channels) = &args.stem_channels {
+        config.vision.stem_channels = channels.clone();
+    }
     let (size, patch) = (config.vision.image_size, config.vision.patch_size);
     if patch == 0 || size % patch != 0 {
         bail!("the image size {size} must be a multiple of the patch size {patch}");
     }
+    config
+        .check()
+        .map_err(|problem| anyhow::anyhow!("this architecture cannot be built: {problem}"))?;
     if args
         .init
         .as_ref()
