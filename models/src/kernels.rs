@@ -665,6 +665,27 @@ fn stem_source(out: usize, tap: usize, side: usize) -> Option<usize> {
     (2 * out + tap).checked_sub(1).filter(|&at| at < side)
 }
 
+/// Calls `visit(input offset, column offset)` for every output position of
+/// tap (dy, dx) whose input lies inside an image of `height` × `width`.
+#[inline(always)]
+fn for_each_tap_pair(
+    (height, width): (usize, usize),
+    (dy, dx): (usize, usize),
+    mut visit: impl FnMut(usize, usize),
+) {
+    let cols = width.div_ceil(2);
+    for i in 0..height.div_ceil(2) {
+        let Some(y) = stem_source(i, dy, height) else {
+            continue;
+        };
+        for j in 0..cols {
+            if let Some(x) = stem_source(j, dx, width) {
+                visit(y * width + x, i * cols + j);
+            }
+        }
+    }
+}
+
 impl CustomOp1 for StemColumns {
     fn name(&self) -> &'static str {
         "owltrack-stem-columns"
@@ -691,18 +712,9 @@ impl CustomOp1 for StemColumns {
                 let (channel, dy, dx) = (row / 9, row % 9 / 3, row % 3);
                 for (b, out_plane) in column.chunks_mut(plane).enumerate() {
                     let image = &input[(channel * batch + b) * height * width..][..height * width];
-                    for i in 0..rows {
-                        let Some(y) = stem_source(i, dy, height) else {
-                            continue;
-                        };
-                        let source = &image[y * width..(y + 1) * width];
-                        for (j, value) in out_plane[i * cols..(i + 1) * cols].iter_mut().enumerate()
-                        {
-                            if let Some(x) = stem_source(j, dx, width) {
-                                *value = source[x];
-                            }
-                        }
-                    }
+                    for_each_tap_pair((height, width), (dy, dx), |from, to| {
+                        out_plane[to] = image[from];
+                    });
                 }
             });
         let shape = Shape::from((channels * 9 + 1, row_length));
@@ -759,19 +771,10 @@ impl CustomOp1 for StemColumnsGrad {
             .for_each(|(image_index, image)| {
                 let (channel, b) = (image_index / batch, image_index % batch);
                 for tap in 0..9 {
-                    let (dy, dx) = (tap / 3, tap % 3);
                     let column = &grads[(channel * 9 + tap) * batch * plane + b * plane..][..plane];
-                    for i in 0..rows {
-                        let Some(y) = stem_source(i, dy, height) else {
-                            continue;
-                        };
-                        let target = &mut image[y * width..(y + 1) * width];
-                        for (j, &grad) in column[i * cols..(i + 1) * cols].iter().enumerate() {
-                            if let Some(x) = stem_source(j, dx, width) {
-                                target[x] += grad;
-                            }
-                        }
-                    }
+                    for_each_tap_pair((height, width), (tap / 3, tap % 3), |to, from| {
+                        image[to] += column[from];
+                    });
                 }
             });
         Ok((
