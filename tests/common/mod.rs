@@ -74,24 +74,25 @@ pub fn box_of(detection: &Value) -> [f64; 4] {
 pub fn coco_stills_of(data: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(data.join("annotations.json")).expect("synth wrote it");
     let tao: Value = serde_json::from_str(&text).expect("synth writes JSON");
-    let images: Vec<Value> = tao["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .map(|i| {
-            serde_json::json!({"id": i["id"], "file_name": i["file_name"],
-                "width": i["width"], "height": i["height"]})
-        })
-        .collect();
-    let annotations: Vec<Value> = tao["annotations"]
-        .as_array()
-        .expect("annotations")
-        .iter()
-        .map(|a| {
-            serde_json::json!({"id": a["id"], "image_id": a["image_id"],
-                "category_id": a["category_id"], "bbox": a["bbox"], "area": a["area"]})
-        })
-        .collect();
+    // Each record keeps only the fields a COCO dataset of stills has.
+    let keep = |records: &Value, fields: &[&str]| -> Vec<Value> {
+        records
+            .as_array()
+            .expect("a list of records")
+            .iter()
+            .map(|record| {
+                fields
+                    .iter()
+                    .map(|f| (f.to_string(), record[f].clone()))
+                    .collect()
+            })
+            .collect()
+    };
+    let images = keep(&tao["images"], &["id", "file_name", "width", "height"]);
+    let annotations = keep(
+        &tao["annotations"],
+        &["id", "image_id", "category_id", "bbox", "area"],
+    );
     serde_json::json!({"images": images, "annotations": annotations,
         "categories": tao["categories"]})
 }
