@@ -124,6 +124,11 @@ pub struct TrackerChoice {
     /// track ends.
     #[arg(long, default_value_t = SlotTrackerConfig::default().keep_alive)]
     pub keep_alive: u32,
+    /// Recurrent tracker: a slot starting a track whose box overlaps the
+    /// last box of a track lost within --keep-alive frames (its slot let the
+    /// object go) by at least this IoU continues that track; 0 turns it off.
+    #[arg(long, value_name = "IOU", default_value_t = SlotTrackerConfig::default().handover_iou)]
+    pub handover_iou: f64,
     /// Recurrent tracker: each frame, a slot takes the box and objectness of
     /// the most object-like patch whose box overlaps its own by at least
     /// this IoU; 0 turns anchoring off [default: the decoder's setting].
@@ -152,6 +157,7 @@ impl TrackerChoice {
                     keep_score: self.keep_score,
                     keep_alive: self.keep_alive,
                     confirm_hits,
+                    handover_iou: self.handover_iou,
                 };
                 slots
                     .validate()
