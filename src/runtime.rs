@@ -124,9 +124,10 @@ pub struct TrackerChoice {
     /// track ends.
     #[arg(long, default_value_t = SlotTrackerConfig::default().keep_alive)]
     pub keep_alive: u32,
-    /// Recurrent tracker: a slot starting a track whose box overlaps the
-    /// last box of a track lost within --keep-alive frames (its slot let the
-    /// object go) by at least this IoU continues that track; 0 turns it off.
+    /// Recurrent tracker: a slot starting a track whose box overlaps, by at
+    /// least this IoU, where a track lost within --keep-alive frames (its
+    /// slot let the object go) would be now — its last box carried on at its
+    /// velocity — continues that track; 0 turns it off.
     #[arg(long, value_name = "IOU", default_value_t = SlotTrackerConfig::default().handover_iou)]
     pub handover_iou: f64,
     /// Recurrent tracker: each frame, a slot takes the box and objectness of

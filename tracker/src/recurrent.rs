@@ -27,9 +27,9 @@ pub struct SlotTrackerConfig {
     pub keep_alive: u32,
     /// Frames with evidence before a track is reported confirmed.
     pub confirm_hits: u32,
-    /// A birth whose box overlaps the last box of a track lost within
-    /// `keep_alive` frames by at least this IoU continues that track; 0
-    /// turns handovers off.
+    /// A birth whose box overlaps where a track lost within `keep_alive`
+    /// frames would be now (its last box carried on by its motion) by at
+    /// least this IoU continues that track; 0 turns handovers off.
     pub handover_iou: f64,
 }
 

@@ -393,7 +393,9 @@ pub fn train_detector(
 }
 
 /// The loss log of a training run (`losses.csv` in its folder): started
-/// afresh with a header, or appended to when a run resumes.
+/// afresh with a header, or appended to when a run resumes — after the rows
+/// of the checkpoint's steps: an interrupted run logged steps past its last
+/// checkpoint, which the resumed run takes (and logs) again.
 pub(crate) struct LossLog {
     path: PathBuf,
     file: std::fs::File,
@@ -404,6 +406,21 @@ impl LossLog {
         let path = dir.join(LOG_FILE);
         if resumed_at == 0 && path.exists() {
             std::fs::remove_file(&path).map_err(|e| TrackerError::io(&path, e))?;
+        }
+        if resumed_at > 0 && path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|e| TrackerError::io(&path, e))?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    // The header, and the steps the checkpoint holds.
+                    line.split(',')
+                        .next()
+                        .and_then(|step| step.parse::<usize>().ok())
+                        .is_none_or(|step| step <= resumed_at)
+                })
+                .flat_map(|line| [line, "\n"])
+                .collect();
+            std::fs::write(&path, kept).map_err(|e| TrackerError::io(&path, e))?;
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -575,6 +592,40 @@ mod tests {
     /// An 8×8 input whose every pixel holds `base` plus its plane offset.
     fn input(base: f32, boxes: Vec<([f32; 4], usize)>) -> Prepared {
         ((0..3 * 64).map(|i| base + i as f32).collect(), boxes)
+    }
+
+    #[test]
+    fn a_resumed_log_drops_the_steps_past_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let losses = |total| Losses {
+            total,
+            class: 0.0,
+            l1: 0.0,
+            giou: 0.0,
+            objectness: 0.0,
+            spread: 0.0,
+        };
+        let steps = |dir: &Path| -> Vec<String> {
+            std::fs::read_to_string(dir.join(LOG_FILE))
+                .unwrap()
+                .lines()
+                .map(|line| line.split(',').next().unwrap().to_string())
+                .collect()
+        };
+        let mut log = LossLog::open(dir.path(), 0).unwrap();
+        for step in 0..5 {
+            log.write(step, 1e-3, &losses(1.0)).unwrap();
+        }
+        drop(log);
+        // Interrupted after step 5, resumed from the checkpoint of step 3.
+        let mut log = LossLog::open(dir.path(), 3).unwrap();
+        assert_eq!(steps(dir.path()), ["step", "1", "2", "3"]);
+        log.write(3, 1e-3, &losses(2.0)).unwrap();
+        drop(log);
+        assert_eq!(steps(dir.path()), ["step", "1", "2", "3", "4"]);
+        // A fresh run starts the log again.
+        drop(LossLog::open(dir.path(), 0).unwrap());
+        assert_eq!(steps(dir.path()), ["step"]);
     }
 
     #[test]
