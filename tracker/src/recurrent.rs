@@ -8,8 +8,9 @@
 //! One exception to "nothing to match": a slot can let its object go (it
 //! is reseeded elsewhere, or waits idle while its object has moved on) and
 //! another slot then picks the same object up. A birth whose box overlaps
-//! a track lost within `keep_alive` frames by at least `handover_iou`
-//! continues that track (a handover) instead of starting a new one.
+//! where a track lost within `keep_alive` frames would be now (its motion
+//! carried on) by at least `handover_iou` continues that track (a
+//! handover) instead of starting a new one.
 
 use serde::{Deserialize, Serialize};
 
