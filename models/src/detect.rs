@@ -156,7 +156,8 @@ impl PostProcess {
     }
 }
 
-fn sigmoid(x: f32) -> f32 {
+/// A logit as a probability.
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 

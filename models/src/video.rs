@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::boxes::{center_to_corners, iou};
 use crate::clip::{layer_norm, Dense, LayerNorm};
+use crate::detect::sigmoid;
 use crate::error::{ModelError, Result};
 use crate::owl::{
     linear_with_bias_init, ImageOutputs, INITIAL_LOGIT_SCALE_BIAS, INITIAL_LOGIT_SHIFT, PRIOR_LOGIT,
@@ -513,13 +514,14 @@ fn anchor_to_patches(
                 .iter()
                 .zip(scores)
                 .enumerate()
-                .filter(|(_, (patch, _))| {
-                    iou(patch, &slot_corners) >= min_iou
-                        && taken.iter().all(|t| iou(t, patch) <= ANCHOR_COVER_IOU)
-                })
-                .map(|(patch, (patch_corners, &score))| {
-                    let likelihood = 1.0 / (1.0 + (-score).exp());
-                    (patch, likelihood * iou(patch_corners, &slot_corners))
+                .filter_map(|(patch, (box_corners, &score))| {
+                    let overlap = iou(box_corners, &slot_corners);
+                    let free = || {
+                        taken
+                            .iter()
+                            .all(|t| iou(t, box_corners) <= ANCHOR_COVER_IOU)
+                    };
+                    (overlap >= min_iou && free()).then(|| (patch, sigmoid(score) * overlap))
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(patch, _)| patch);

@@ -1,6 +1,7 @@
 //! Matching predictions to targets with the lowest total cost, one to one.
 
 use crate::boxes::{center_to_corners, generalized_iou};
+use crate::detect::sigmoid;
 use crate::error::{ModelError, Result};
 
 /// The focal loss's shape: γ focuses on hard examples, α weighs positives.
@@ -42,7 +43,7 @@ impl Default for MatchWeights {
 /// positive: the focal loss of that, minus the focal loss of calling it
 /// negative (as DETR-style matchers with focal losses do).
 pub fn focal_cost(logit: f32, focal: Focal) -> f32 {
-    let p = 1.0 / (1.0 + (-logit).exp());
+    let p = sigmoid(logit);
     let positive = focal.alpha * (1.0 - p).powf(focal.gamma) * -(p + 1e-8).ln();
     let negative = (1.0 - focal.alpha) * p.powf(focal.gamma) * -(1.0 - p + 1e-8).ln();
     positive - negative
