@@ -52,15 +52,6 @@ impl ModelArgs {
         }
     }
 
-    /// Sets the inference thread count before the first tensor operation.
-    pub fn apply_threads(&self) {
-        if let Some(threads) = self.threads.filter(|t| *t > 0) {
-            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-                std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-            }
-        }
-    }
-
     /// The checkpoint to load: `--model`, else the built-in one.
     pub fn spec(&self) -> Result<String> {
         if let Some(model) = &self.model {
@@ -77,11 +68,19 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<Detector> {
-        self.apply_threads();
+        set_cpu_threads(self.threads);
         let device = self.device()?;
         let dtype = self.dtype()?;
         let spec = self.spec()?;
         Detector::load(&spec, &device, dtype).with_context(|| format!("cannot load model {spec}"))
+    }
+}
+
+/// `--threads N`: the CPU threads of every tensor operation, set before the
+/// first one starts the thread pool. The flag wins over `RAYON_NUM_THREADS`.
+pub fn set_cpu_threads(threads: Option<usize>) {
+    if let Some(threads) = threads.filter(|t| *t > 0) {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }
 

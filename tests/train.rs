@@ -238,6 +238,8 @@ fn trains_a_video_decoder_and_tracks_with_it() {
             "32",
             "--save-every",
             "2",
+            "--threads",
+            "1",
         ];
         args.extend_from_slice(extra);
         owltrack(&args)

@@ -53,9 +53,7 @@ pub fn run(args: ModelBenchArgs) -> Result<()> {
         "bf16" => owltrack_models::DType::BF16,
         other => bail!("unknown dtype {other:?}: use f32 or bf16"),
     };
-    if let Some(threads) = args.threads.filter(|t| *t > 0) {
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    crate::runtime::set_cpu_threads(args.threads);
     let device = owltrack_models::Device::Cpu;
     eprintln!("building {} with random weights…", args.arch);
     let model = random_model(&config, &device, dtype)?;

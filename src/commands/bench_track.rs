@@ -16,7 +16,7 @@ use owltrack_tracker::synth::{categories, write_dataset, Outputs, SynthConfig};
 use owltrack_tracker::tbd::TrackerConfig;
 use serde::Serialize;
 
-use crate::runtime::{builtin_model, ModelArgs};
+use crate::runtime::builtin_model;
 
 #[derive(Args)]
 pub struct TrackBenchArgs {
@@ -60,13 +60,7 @@ struct TrackBench {
 }
 
 pub fn run(args: TrackBenchArgs) -> Result<()> {
-    let threads = ModelArgs {
-        model: None,
-        device: "cpu".into(),
-        dtype: "f32".into(),
-        threads: args.threads,
-    };
-    threads.apply_threads();
+    crate::runtime::set_cpu_threads(args.threads);
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
     let input = match &args.input {
         Some(input) => input.clone(),

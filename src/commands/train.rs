@@ -117,7 +117,8 @@ pub struct DecoderArgs {
     pub resume: bool,
 }
 
-/// The optimiser, schedule and checkpointing flags both trainers share.
+/// The optimiser, schedule, checkpointing and thread flags both trainers
+/// share.
 #[derive(Args)]
 pub struct ScheduleArgs {
     /// Peak learning rate (AdamW).
@@ -137,6 +138,9 @@ pub struct ScheduleArgs {
     /// Write a checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 200)]
     pub save_every: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl ScheduleArgs {
@@ -221,9 +225,6 @@ pub struct DetectorArgs {
     /// --init checkpoint's, else the built-in one.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
 }
 
 pub fn run(command: TrainCommand) -> Result<()> {
@@ -239,9 +240,7 @@ pub fn builtin_vocabulary() -> PathBuf {
 }
 
 fn detector(args: DetectorArgs) -> Result<()> {
-    if let Some(threads) = args.threads.filter(|t| *t > 0) {
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    crate::runtime::set_cpu_threads(args.schedule.threads);
     let mut config = match &args.init {
         Some(dir) => {
             Checkpoint::from_dir(dir)
@@ -317,6 +316,7 @@ fn detector(args: DetectorArgs) -> Result<()> {
 }
 
 fn decoder(args: DecoderArgs) -> Result<()> {
+    crate::runtime::set_cpu_threads(args.schedule.threads);
     let backbone = args
         .backbone
         .clone()
