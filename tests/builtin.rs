@@ -7,9 +7,9 @@ mod common;
 use common::*;
 
 /// Mean AP50 measured on these held-out videos with the committed model,
-/// scored on the frames detect read: 0.830 (README, "The built-in model");
+/// scored on the frames detect read: 0.877 (README, "The built-in model");
 /// the guard sits below it.
-const MIN_AP50: f64 = 0.75;
+const MIN_AP50: f64 = 0.80;
 
 #[test]
 fn detects_held_out_synthetic_objects() {
@@ -53,10 +53,12 @@ fn detects_held_out_synthetic_objects() {
 /// Objects drawn by another renderer than the synthetic world's — FFmpeg's
 /// `drawbox`: hard edges, pure colours, a flat background — are found and
 /// named by colour: each query's best box lies on its own square (measured
-/// IoU 0.67 / 0.64 / 0.74; the guard sits below).
+/// IoU 0.48 / 0.51 / 0.47: the model at 512 pixels boxes squares this large
+/// on a flat background loosely — at 384 it was 0.67 / 0.64 / 0.74 — README,
+/// "The built-in model"; the guard sits below).
 #[test]
 fn finds_squares_drawn_by_another_renderer() {
-    const MIN_IOU: f64 = 0.45;
+    const MIN_IOU: f64 = 0.40;
     let dir = tempfile::tempdir().unwrap();
     let picture = dir.path().join("squares.png");
     // (query, [x, y, side], ffmpeg colour)

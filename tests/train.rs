@@ -176,42 +176,63 @@ fn trains_exports_and_detects_with_a_convolutional_stem() {
 fn fine_tunes_the_builtin_model_stored_in_f16() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = dir.path().join("tuned");
     synth_frames(&data, &["--videos", "1", "--frames", "3"]);
     let builtin =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/builtin/owltrack-tiny");
-    let summary: Value = serde_json::from_str(&ok(owltrack(&[
-        "train",
-        "detector",
-        "--data",
-        data.to_str().unwrap(),
-        "--init",
-        builtin.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--batch",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ])))
-    .unwrap();
-    assert_eq!(summary["steps"], 1);
-    // Fine-tuning starts from the checkpoint: its first loss is the trained
-    // model's (around 1), not a fresh model's (around 4).
-    let log = std::fs::read_to_string(out.join("losses.csv")).unwrap();
-    let first_total: f64 = log
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .nth(2)
-        .unwrap()
-        .parse()
+    let builtin_size = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(builtin.join("config.json")).unwrap(),
+    )
+    .unwrap()["vision_config"]["image_size"]
+        .as_u64()
         .unwrap();
-    assert!(
-        first_total < 2.5,
-        "first loss {first_total}: the weights were not loaded"
-    );
+    // At its own input size, and at another one (its position grid resized).
+    let other_size = (builtin_size - 64).to_string();
+    for (name, size) in [("tuned", None), ("resized", Some(other_size.as_str()))] {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            "detector",
+            "--data",
+            data.to_str().unwrap(),
+            "--init",
+            builtin.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--batch",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(size) = size {
+            args.extend(["--image-size", size]);
+        }
+        let summary: Value = serde_json::from_str(&ok(owltrack(&args))).unwrap();
+        assert_eq!(summary["steps"], 1);
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        let written_size = config["vision_config"]["image_size"].as_u64().unwrap();
+        assert_eq!(
+            written_size,
+            size.map_or(builtin_size, |s| s.parse().unwrap())
+        );
+        // Fine-tuning starts from the checkpoint: its first loss is the
+        // trained model's (around 1), not a fresh model's (around 4).
+        let log = std::fs::read_to_string(out.join("losses.csv")).unwrap();
+        let first_total: f64 = log
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            first_total < 2.5,
+            "{name}: first loss {first_total}: the weights were not loaded"
+        );
+    }
 }
 
 #[test]

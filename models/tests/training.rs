@@ -296,3 +296,81 @@ fn a_short_run_with_a_convolutional_stem_overfits_too() {
     assert!(last.total < first.total / 4.0, "{first:?} → {last:?}");
     assert!(last.giou < first.giou, "boxes improve too");
 }
+
+#[test]
+fn position_embeddings_resize_as_torch_interpolates_them() {
+    use owltrack_models::train::resize_position_embedding;
+
+    let table = |v: &Value| -> Tensor {
+        let rows: Vec<Vec<f32>> = v.as_array().unwrap().iter().map(floats).collect();
+        let width = rows[0].len();
+        Tensor::from_vec(rows.concat(), (rows.len(), width), &Device::Cpu).unwrap()
+    };
+    for case in cases()["positions"].as_array().unwrap() {
+        let (before, after) = (table(&case["before"]), table(&case["after"]));
+        let ours = resize_position_embedding(&before, after.dim(0).unwrap()).unwrap();
+        assert_eq!(ours.dims(), after.dims());
+        let worst = (ours - &after)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(worst < 1e-5, "{:?}: off by {worst}", after.dims());
+    }
+    // Neither side may lack the class token or the square grid.
+    let ten = Tensor::zeros((10, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(resize_position_embedding(&ten, 17).is_ok());
+    assert!(resize_position_embedding(&ten, 16).is_err());
+    assert!(resize_position_embedding(&ten.narrow(0, 0, 9).unwrap(), 17).is_err());
+    assert!(resize_position_embedding(&ten, 1).is_err());
+}
+
+/// Fine-tuning at another input size starts from the checkpoint's weights,
+/// its position grid resized; every other tensor is taken as it is.
+#[test]
+fn a_checkpoint_fine_tunes_at_a_larger_input_size() {
+    use owltrack_models::train::{resize_position_embedding, TrainOptions, Trainer};
+    use owltrack_models::Checkpoint;
+
+    let small = tiny_config(VISION);
+    let trained = Trainer::new(small.clone(), None, TrainOptions::default(), &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    trained.save_weights(dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        small.to_hub_json().to_string(),
+    )
+    .unwrap();
+    let checkpoint = Checkpoint::from_dir(dir.path()).unwrap();
+
+    let mut large = small.clone();
+    large.vision.image_size = 96;
+    let options = TrainOptions {
+        seed: 7,
+        ..TrainOptions::default()
+    };
+    let tuned = Trainer::new(large, Some(&checkpoint), options, &Device::Cpu).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    tuned.save_weights(out.path()).unwrap();
+    let before =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    let after =
+        candle_core::safetensors::load(out.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut resized = 0;
+    for (name, old) in &before {
+        let new = &after[name];
+        let want = if name.ends_with("vision_model.embeddings.position_embedding.weight") {
+            resized += 1;
+            assert_eq!((old.dim(0).unwrap(), new.dim(0).unwrap()), (17, 37));
+            resize_position_embedding(old, 37).unwrap()
+        } else {
+            old.clone()
+        };
+        let same = want.eq(new).unwrap().flatten_all().unwrap().min(0).unwrap();
+        assert_eq!(same.to_scalar::<u8>().unwrap(), 1, "{name} differs");
+    }
+    assert_eq!(resized, 1);
+}

@@ -204,9 +204,11 @@ pub struct DetectorArgs {
     /// rate keeps the --steps shape); the checkpoint is written then.
     #[arg(long)]
     pub stop_after: Option<usize>,
-    /// From scratch: the input's side in pixels instead of the
-    /// architecture's.
-    #[arg(long, conflicts_with = "init")]
+    /// The input's side in pixels instead of the architecture's. With
+    /// --init, the checkpoint's vision position embedding is resized to the
+    /// new patch grid (bilinearly), so a trained model can be fine-tuned to
+    /// see frames larger, which small objects need.
+    #[arg(long)]
     pub image_size: Option<usize>,
     /// From scratch: the patch side in pixels instead of the
     /// architecture's (smaller patches see small objects' shapes better, at

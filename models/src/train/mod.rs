@@ -15,4 +15,7 @@ pub use decoder_trainer::{Clip, DecoderTrainer};
 pub use losses::{box_losses, sigmoid_focal_loss};
 pub use matching::{focal_cost, match_predictions, Focal, MatchWeights};
 pub use seeded::seeded_var_builder;
-pub use trainer::{detection_losses, DetectionLosses, Losses, Sample, TrainOptions, Trainer};
+pub use trainer::{
+    detection_losses, resize_position_embedding, DetectionLosses, Losses, Sample, TrainOptions,
+    Trainer,
+};

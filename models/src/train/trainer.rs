@@ -195,6 +195,53 @@ fn query_spread(queries: &Tensor) -> candle_core::Result<Tensor> {
     off_diagonal / (count * (count - 1)) as f64
 }
 
+/// The vision tower's learned position embedding, one row per patch after
+/// the class token's.
+const VISION_POSITIONS: &str = "vision_model.embeddings.position_embedding.weight";
+
+/// `positions` (1 + g² rows: the class token's, then a g×g patch grid in
+/// row-major order) for a grid with `rows` rows in all: the class token's
+/// row unchanged, the grid resampled bilinearly with half-pixel centres, as
+/// torch's `interpolate(mode="bilinear", align_corners=False)` does. This
+/// is how a trained model is fine-tuned at another input size: each patch
+/// starts from the position its place in the image had before.
+pub fn resize_position_embedding(positions: &Tensor, rows: usize) -> Result<Tensor> {
+    let (count, width) = positions.dims2()?;
+    let side = |rows: usize| {
+        let grid = rows.checked_sub(1).filter(|&cells| cells > 0)?;
+        let side = (grid as f64).sqrt().round() as usize;
+        (side * side == grid).then_some(side)
+    };
+    let (Some(from), Some(to)) = (side(count), side(rows)) else {
+        return Err(ModelError::InvalidInput(format!(
+            "cannot resize {count} positions to {rows}: both must be a class token and a square grid"
+        )));
+    };
+    let values = positions.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    // Source index and weight of each output coordinate, as torch computes
+    // them for align_corners=False: negative sources clamp to the first cell.
+    let taps: Vec<(usize, usize, f32)> = (0..to)
+        .map(|out| {
+            let source = ((out as f64 + 0.5) * from as f64 / to as f64 - 0.5).max(0.0) as f32;
+            let low = (source.floor() as usize).min(from - 1);
+            let high = (low + 1).min(from - 1);
+            (low, high, source - low as f32)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rows * width);
+    out.extend_from_slice(&values[0]);
+    let cell = |y: usize, x: usize| &values[1 + y * from + x];
+    for &(y0, y1, wy) in &taps {
+        for &(x0, x1, wx) in &taps {
+            let (a, b, c, d) = (cell(y0, x0), cell(y0, x1), cell(y1, x0), cell(y1, x1));
+            out.extend((0..width).map(|k| {
+                (1.0 - wy) * ((1.0 - wx) * a[k] + wx * b[k]) + wy * ((1.0 - wx) * c[k] + wx * d[k])
+            }));
+        }
+    }
+    Ok(Tensor::from_vec(out, (rows, width), positions.device())?.to_dtype(positions.dtype())?)
+}
+
 impl Trainer {
     /// A model of `config` on `device` in f32, with random weights or, with
     /// `init`, the weights of a checkpoint in any of the formats it loads
@@ -224,7 +271,8 @@ impl Trainer {
 
     /// Sets every variable from `checkpoint`; a tensor the model needs that is
     /// missing or misshapen is an error naming it, and extra tensors (buffers
-    /// such as position ids) are ignored.
+    /// such as position ids) are ignored. The vision position embedding of a
+    /// checkpoint made for another input size is resized to this one's grid.
     fn load_weights(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let tensors = checkpoint.tensors()?;
         let variables = self
@@ -236,6 +284,18 @@ impl Trainer {
             let Some(tensor) = tensors.get(name) else {
                 return Err(checkpoint.checkpoint_error(format!("no tensor {name}")));
             };
+            let resized;
+            let mut tensor = tensor;
+            if tensor.dims() != variable.dims() && name.ends_with(VISION_POSITIONS) {
+                resized = resize_position_embedding(tensor, variable.dim(0)?)
+                    .map_err(|problem| checkpoint.checkpoint_error(format!("{name}: {problem}")))?;
+                tracing::info!(
+                    from = tensor.dim(0)?,
+                    to = resized.dim(0)?,
+                    "resized the vision position embedding to the new input size"
+                );
+                tensor = &resized;
+            }
             if tensor.dims() != variable.dims() {
                 return Err(checkpoint.checkpoint_error(format!(
                     "{name} has shape {:?}, the model needs {:?}",
