@@ -258,7 +258,9 @@ fn a_short_run_overfits_a_fixed_batch() {
     // Saved state resumes exactly: the next step from a resumed trainer
     // equals the next step of the original.
     let dir = tempfile::tempdir().unwrap();
-    trainer.save_weights(dir.path()).unwrap();
+    trainer
+        .save_weights(&dir.path().join("model.safetensors"))
+        .unwrap();
     trainer
         .save_state(&dir.path().join("state.safetensors"))
         .unwrap();
@@ -338,7 +340,9 @@ fn a_checkpoint_fine_tunes_at_a_larger_input_size() {
     let small = tiny_config(VISION);
     let trained = Trainer::new(small.clone(), None, TrainOptions::default(), &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    trained.save_weights(dir.path()).unwrap();
+    trained
+        .save_weights(&dir.path().join("model.safetensors"))
+        .unwrap();
     std::fs::write(
         dir.path().join("config.json"),
         small.to_hub_json().to_string(),
@@ -354,7 +358,9 @@ fn a_checkpoint_fine_tunes_at_a_larger_input_size() {
     };
     let tuned = Trainer::new(large, Some(&checkpoint), options, &Device::Cpu).unwrap();
     let out = tempfile::tempdir().unwrap();
-    tuned.save_weights(out.path()).unwrap();
+    tuned
+        .save_weights(&out.path().join("model.safetensors"))
+        .unwrap();
     let before =
         candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
     let after =

@@ -460,12 +460,44 @@ impl LossLog {
     }
 }
 
+/// Writes a trainer's weights and optimiser state so that `--resume` never
+/// pairs the weights of one step with the moments of another: both go to
+/// temporary files first and replace the previous pair only once both are
+/// written, so a failed write (a full disk) leaves the last checkpoint whole.
+pub(crate) fn save_weights_and_state(
+    weights: &Path,
+    state: &Path,
+    write_weights: impl FnOnce(&Path) -> Result<()>,
+    write_state: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let partial = |path: &Path| {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        path.with_file_name(name)
+    };
+    let (new_weights, new_state) = (partial(weights), partial(state));
+    let written = write_weights(&new_weights).and_then(|()| write_state(&new_state));
+    if let Err(error) = written {
+        for leftover in [&new_weights, &new_state] {
+            // Best effort: the write's own error is the one to report.
+            let _ = std::fs::remove_file(leftover);
+        }
+        return Err(error);
+    }
+    std::fs::rename(&new_weights, weights).map_err(|e| TrackerError::io(weights, e))?;
+    std::fs::rename(&new_state, state).map_err(|e| TrackerError::io(state, e))
+}
+
 /// A checkpoint `detect` loads (config.json, model.safetensors, vocab.json,
 /// merges.txt), plus the optimiser state and the loss plot.
 fn save_checkpoint(trainer: &Trainer, job: &DetectorTraining) -> Result<()> {
     let out = &job.out;
-    trainer.save_weights(out)?;
-    trainer.save_state(&out.join(STATE_FILE))?;
+    save_weights_and_state(
+        &out.join("model.safetensors"),
+        &out.join(STATE_FILE),
+        |path| Ok(trainer.save_weights(path)?),
+        |path| Ok(trainer.save_state(path)?),
+    )?;
     let config_path = out.join("config.json");
     let text = serde_json::to_string_pretty(&job.config.to_hub_json()).map_err(|e| {
         TrackerError::Format {
@@ -592,6 +624,34 @@ mod tests {
     /// An 8×8 input whose every pixel holds `base` plus its plane offset.
     fn input(base: f32, boxes: Vec<([f32; 4], usize)>) -> Prepared {
         ((0..3 * 64).map(|i| base + i as f32).collect(), boxes)
+    }
+
+    #[test]
+    fn a_failed_checkpoint_write_keeps_the_previous_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let (weights, state) = (dir.path().join("w"), dir.path().join("s"));
+        let write = |text: &'static str| {
+            move |path: &Path| std::fs::write(path, text).map_err(|e| TrackerError::io(path, e))
+        };
+        save_weights_and_state(&weights, &state, write("w1"), write("s1")).unwrap();
+        let full_disk = |path: &Path| {
+            Err(TrackerError::io(
+                path,
+                std::io::Error::other("no space left on device"),
+            ))
+        };
+        assert!(save_weights_and_state(&weights, &state, write("w2"), full_disk).is_err());
+        assert_eq!(std::fs::read_to_string(&weights).unwrap(), "w1");
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), "s1");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["s", "w"]);
+        save_weights_and_state(&weights, &state, write("w3"), write("s3")).unwrap();
+        assert_eq!(std::fs::read_to_string(&weights).unwrap(), "w3");
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), "s3");
     }
 
     #[test]

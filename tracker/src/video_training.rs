@@ -431,8 +431,12 @@ pub fn train_decoder(
         on_step(step + 1, job.steps, &losses);
         let done = trainer.step_count();
         if done % job.save_every.max(1) == 0 || done == job.steps {
-            trainer.save_weights(&weights)?;
-            trainer.save_state(&state)?;
+            crate::training::save_weights_and_state(
+                &weights,
+                &state,
+                |path| Ok(trainer.save_weights(path)?),
+                |path| Ok(trainer.save_state(path)?),
+            )?;
             write_checkpoint(&job.backbone, &job.out, &config)?;
             log.plot()?;
         }

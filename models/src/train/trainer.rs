@@ -394,15 +394,13 @@ impl Trainer {
         Ok(losses)
     }
 
-    /// Writes the weights as a hub-layout `model.safetensors` in `dir`.
-    pub fn save_weights(&self, dir: &Path) -> Result<()> {
-        let path = dir.join("model.safetensors");
-        self.weights
-            .save(&path)
-            .map_err(|e| ModelError::Checkpoint {
-                path,
-                reason: e.to_string(),
-            })
+    /// Writes the weights as a hub-layout safetensors file (a checkpoint's
+    /// `model.safetensors`).
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        self.weights.save(path).map_err(|e| ModelError::Checkpoint {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
     }
 
     /// Saves what resuming needs: optimiser moments and step.
