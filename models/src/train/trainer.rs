@@ -284,18 +284,18 @@ impl Trainer {
             let Some(tensor) = tensors.get(name) else {
                 return Err(checkpoint.checkpoint_error(format!("no tensor {name}")));
             };
-            let resized;
-            let mut tensor = tensor;
-            if tensor.dims() != variable.dims() && name.ends_with(VISION_POSITIONS) {
-                resized = resize_position_embedding(tensor, variable.dim(0)?)
+            let tensor = if tensor.dims() != variable.dims() && name.ends_with(VISION_POSITIONS) {
+                let resized = resize_position_embedding(tensor, variable.dim(0)?)
                     .map_err(|problem| checkpoint.checkpoint_error(format!("{name}: {problem}")))?;
                 tracing::info!(
                     from = tensor.dim(0)?,
                     to = resized.dim(0)?,
                     "resized the vision position embedding to the new input size"
                 );
-                tensor = &resized;
-            }
+                resized
+            } else {
+                tensor.clone()
+            };
             if tensor.dims() != variable.dims() {
                 return Err(checkpoint.checkpoint_error(format!(
                     "{name} has shape {:?}, the model needs {:?}",
